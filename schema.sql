@@ -1,0 +1,87 @@
+-- The recommendations database: ours, written only by the workers, read by the API.
+-- Idempotent: applying it twice is safe. Tables marked "swapped" are rebuilt by the
+-- workers in a staging copy and renamed into place in one short transaction.
+--
+-- Sentinels: the string 'any' for gender/age_group/category and geo_id 0 mean
+-- "every value" in a popular_items segment.
+
+-- Catalogue snapshot: public presents only (private items never reach this DB). Swapped.
+CREATE TABLE IF NOT EXISTS items (
+    item_id        bigint PRIMARY KEY,
+    price          double precision,
+    category       text NOT NULL DEFAULT 'other',
+    platform       text,
+    geo_id         integer,            -- NULL: available everywhere
+    in_stock       boolean NOT NULL,
+    target_gender  text,               -- 'm' | 'f' | NULL
+    target_age     text,               -- age group | NULL
+    created_at     timestamptz
+);
+
+-- Popularity per segment, top POPULAR_TOP_N per segment. Swapped.
+CREATE TABLE IF NOT EXISTS popular_items (
+    geo_id            integer NOT NULL,
+    gender            text NOT NULL,
+    age_group         text NOT NULL,
+    category          text NOT NULL,
+    item_id           bigint NOT NULL,
+    popularity_score  double precision NOT NULL,
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (geo_id, gender, age_group, category, item_id)
+);
+CREATE INDEX IF NOT EXISTS popular_items_segment_rank
+    ON popular_items (geo_id, gender, age_group, category, popularity_score DESC);
+
+-- One row per user with interactions. Swapped.
+CREATE TABLE IF NOT EXISTS user_profiles (
+    user_id               bigint PRIMARY KEY,
+    preferred_categories  jsonb NOT NULL DEFAULT '{}'::jsonb,  -- {category: weight}, weights sum to 1
+    preferred_platforms   jsonb NOT NULL DEFAULT '{}'::jsonb,  -- {platform: weight}, weights sum to 1
+    avg_price             double precision,
+    price_min             double precision,
+    price_max             double precision,
+    interaction_count     integer NOT NULL,  -- distinct public items liked or clicked
+    liked_item_ids        bigint[] NOT NULL DEFAULT '{}',
+    gender                text,
+    age_group             text,
+    geo_id                integer,
+    updated_at            timestamptz NOT NULL DEFAULT now()
+);
+
+-- Top MAX_SIMILAR_USERS neighbours of each user with 3+ interactions. Swapped.
+CREATE TABLE IF NOT EXISTS user_similarities (
+    user_id           bigint NOT NULL,
+    similar_user_id   bigint NOT NULL,
+    similarity_score  double precision NOT NULL,
+    PRIMARY KEY (user_id, similar_user_id),
+    CHECK (user_id <> similar_user_id)
+);
+
+-- Precomputed collaborative list per user (neighbours' likes weighted by similarity,
+-- liked items already removed), so a request reads one row. Swapped.
+CREATE TABLE IF NOT EXISTS user_recommendations (
+    user_id     bigint PRIMARY KEY,
+    item_ids    bigint[] NOT NULL,
+    scores      real[] NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Main-DB figures for /stats, refreshed by the popular job (the API never reads the main DB).
+CREATE TABLE IF NOT EXISTS main_db_stats (
+    name        text PRIMARY KEY,
+    value       bigint NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per job run.
+CREATE TABLE IF NOT EXISTS job_runs (
+    id           bigserial PRIMARY KEY,
+    job          text NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    duration_ms  double precision,
+    rows_written bigint,
+    status       text NOT NULL DEFAULT 'running',  -- running | success | failed
+    error        text
+);
+CREATE INDEX IF NOT EXISTS job_runs_job_started ON job_runs (job, started_at DESC);
