@@ -1,0 +1,142 @@
+"""The Redis cache: keys, generations, TTLs, counters and cleanup.
+
+Every cached list lives under a key that embeds the generation of the data it was
+built from. A refresh bumps its kind's generation, which makes old keys unreachable
+at once; they then expire on their TTL, and cleanup_cache() removes the dead ones
+early with SCAN (never KEYS). Every key written here has a TTL.
+
+Redis being down is not an error for the request path: calls raise CacheUnavailable
+quickly (short socket timeouts, and a one-second breaker after a failure) and the
+caller serves from the recommendations DB instead.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+
+import redis
+
+PREFIX = "recs:"
+GEN_KINDS = ("popular", "profiles", "similarities")
+GEN_TTL_S = 30 * 86400
+STATS_TTL_S = 8 * 86400
+LIST_PATTERNS = (PREFIX + "pop:*", PREFIX + "pers:*")
+
+
+class CacheUnavailable(Exception):
+    pass
+
+
+def make_client(url: str, timeout_s: float = 0.5) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+
+
+def _stats_key(now: float | None = None) -> str:
+    day = datetime.fromtimestamp(now or time.time(), tz=timezone.utc).strftime("%Y%m%d")
+    return f"{PREFIX}stats:{day}"
+
+
+def popular_key(gens: dict, segment: tuple, filters_key: str) -> str:
+    geo, gender, age, category = segment
+    return f"{PREFIX}pop:{gens['popular']}:{geo}:{gender}:{age}:{category}:{filters_key}"
+
+
+def personalized_key(gens: dict, user_id: int, geo_id: int, filters_key: str) -> str:
+    gen = f"{gens['popular']}.{gens['profiles']}.{gens['similarities']}"
+    return f"{PREFIX}pers:{gen}:{user_id}:{geo_id}:{filters_key}"
+
+
+class Cache:
+    def __init__(self, client: redis.Redis, breaker_s: float = 1.0):
+        self.client = client
+        self._breaker_s = breaker_s
+        self._failed_at = 0.0
+        self._lock = threading.Lock()
+
+    def _call(self, fn):
+        if time.monotonic() - self._failed_at < self._breaker_s:
+            raise CacheUnavailable("redis unavailable (recent failure)")
+        try:
+            return fn()
+        except redis.RedisError as exc:
+            with self._lock:
+                self._failed_at = time.monotonic()
+            raise CacheUnavailable(str(exc)) from exc
+
+    def generations_and_count(self) -> dict:
+        """Current generations; counts the request in the same round trip."""
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS])
+            key = _stats_key()
+            pipe.hincrby(key, "requests", 1)
+            pipe.expire(key, STATS_TTL_S)
+            values = pipe.execute()[0]
+            return {k: (v.decode() if v else "0") for k, v in zip(GEN_KINDS, values)}
+
+        return self._call(run)
+
+    def get(self, key: str) -> bytes | None:
+        return self._call(lambda: self.client.get(key))
+
+    def store_miss(self, key: str, value: bytes, ttl_s: int) -> None:
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(key, value, ex=ttl_s)
+            stats = _stats_key()
+            pipe.hincrby(stats, "misses", 1)
+            pipe.expire(stats, STATS_TTL_S)
+            pipe.execute()
+
+        self._call(run)
+
+    def bump(self, kind: str) -> str:
+        """New generation for a data kind: a timestamp, so an expired counter never rewinds."""
+        if kind not in GEN_KINDS:
+            raise ValueError(f"unknown generation kind {kind!r}")
+        value = str(time.time_ns())
+        self.client.set(f"{PREFIX}gen:{kind}", value, ex=GEN_TTL_S)
+        return value
+
+    def cleanup(self, batch: int = 1000) -> int:
+        """Delete cached lists of dead generations, scanning in batches. Returns keys deleted."""
+        current = {k: v.decode() if v else "0" for k, v in
+                   zip(GEN_KINDS, self.client.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS]))}
+        live = {
+            "pop": current["popular"],
+            "pers": f"{current['popular']}.{current['profiles']}.{current['similarities']}",
+        }
+        deleted = 0
+        for pattern in LIST_PATTERNS:
+            dead = []
+            for key in self.client.scan_iter(match=pattern, count=batch):
+                parts = key.decode().split(":")
+                if len(parts) < 3 or parts[2] != live[parts[1]]:
+                    dead.append(key)
+                if len(dead) >= batch:
+                    deleted += self.client.unlink(*dead)
+                    dead = []
+            if dead:
+                deleted += self.client.unlink(*dead)
+        return deleted
+
+    def stats(self) -> dict:
+        def run():
+            counters = self.client.hgetall(_stats_key())
+            info = self.client.info("memory")
+            keys = self.client.dbsize()
+            return counters, info, keys
+
+        counters, info, keys = self._call(run)
+        requests = int(counters.get(b"requests", 0))
+        misses = min(int(counters.get(b"misses", 0)), requests)
+        hits = requests - misses
+        return {
+            "today": {"requests": requests, "hits": hits, "misses": misses,
+                      "hit_rate": round(hits / requests, 4) if requests else None},
+            "keys": keys,
+            "used_memory_bytes": info.get("used_memory"),
+            "used_memory_human": info.get("used_memory_human"),
+        }

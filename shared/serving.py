@@ -1,0 +1,221 @@
+"""Ranking, filtering, fill-in and pagination: the one implementation of serving.
+
+The API runs it against the recommendations DB (shared.store.SqlSource); the offline
+evaluator runs it against in-memory data built by the same worker compute functions.
+Pure Python, no pandas: it runs on the request path.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared.demographics import ANY, ANY_GEO, fallback_chain
+
+POPULAR = "popular"
+CONTENT_BASED = "content_based"
+COLLABORATIVE = "collaborative"
+CONTENT_CATEGORIES = 3  # a profile's top categories used for content-based candidates
+PRICE_SIGMA = 0.6  # width, in log-price, of a user's price comfort zone
+
+
+@dataclass(frozen=True)
+class Filters:
+    price_from: float | None = None
+    price_to: float | None = None
+    category: str | None = None
+    geo_id: int | None = None
+
+    def key(self) -> str:
+        """Cache-key fragment: every field that changes the list, nothing else."""
+        return f"{_num(self.price_from)}:{_num(self.price_to)}:{self.category or ANY}:{self.geo_id or ANY_GEO}"
+
+
+def _num(v):
+    return "" if v is None else repr(float(v))
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: int
+    price: float | None
+    category: str
+    platform: str | None
+    geo_id: int | None
+    in_stock: bool
+
+
+@dataclass(frozen=True)
+class Profile:
+    user_id: int
+    interaction_count: int
+    categories: dict = field(default_factory=dict)
+    platforms: dict = field(default_factory=dict)
+    avg_price: float | None = None
+    liked: frozenset = frozenset()
+    gender: str | None = None
+    age_group: str | None = None
+    geo_id: int | None = None
+
+
+class Source(Protocol):
+    def popular(self, segments: list[tuple]) -> dict[tuple, list[tuple[Item, float]]]:
+        """Ranked (item, score) per requested segment; absent segments are left out."""
+
+    def profile(self, user_id: int) -> Profile | None: ...
+
+    def collaborative(self, user_id: int) -> list[tuple[Item, float]]: ...
+
+
+def allowed(item: Item, filters: Filters, exclude) -> bool:
+    if not item.in_stock or item.item_id in exclude:
+        return False
+    if item.price is not None:
+        if filters.price_from is not None and item.price < filters.price_from:
+            return False
+        if filters.price_to is not None and item.price > filters.price_to:
+            return False
+    elif filters.price_from is not None or filters.price_to is not None:
+        return False
+    if filters.category is not None and item.category != filters.category:
+        return False
+    if filters.geo_id is not None and item.geo_id is not None and item.geo_id != filters.geo_id:
+        return False
+    return True
+
+
+class Ranked:
+    """An ordered, de-duplicated list of item ids, remembering which algorithm supplied each run."""
+
+    def __init__(self, size: int, filters: Filters, exclude):
+        self.size = size
+        self.filters = filters
+        self.exclude = exclude
+        self.ids: list[int] = []
+        self.sections: list[tuple[str, int]] = []  # (algorithm, index of its first item)
+        self._seen: set[int] = set()
+
+    @property
+    def full(self) -> bool:
+        return len(self.ids) >= self.size
+
+    def extend(self, algorithm: str, candidates) -> None:
+        start = len(self.ids)
+        for item in candidates:
+            if self.full:
+                break
+            if item.item_id in self._seen or not allowed(item, self.filters, self.exclude):
+                continue
+            self._seen.add(item.item_id)
+            self.ids.append(item.item_id)
+        if len(self.ids) > start:
+            self.sections.append((algorithm, start))
+
+    def algorithms(self, start: int, stop: int) -> list[str]:
+        """Algorithms that supplied items in ids[start:stop], in list order."""
+        out = []
+        for i, (name, first) in enumerate(self.sections):
+            end = self.sections[i + 1][1] if i + 1 < len(self.sections) else len(self.ids)
+            if first < stop and end > start and name not in out:
+                out.append(name)
+        return out
+
+
+def add_popular(ranked: Ranked, source: Source, segment: tuple) -> None:
+    """Popular items for a segment, filling from broader segments down the fallback chain."""
+    chain = fallback_chain(*segment)
+    lists = source.popular(chain)
+    for seg in chain:
+        if ranked.full:
+            break
+        ranked.extend(POPULAR, (item for item, _ in lists.get(seg, ())))
+
+
+def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]]) -> list[tuple[Item, float]]:
+    """Score candidates by the profile: category and platform affinity, price comfort, popularity."""
+    top = max((s for _, s in candidates), default=0.0) or 1.0
+    scored = {}
+    for item, pop in candidates:
+        score = (pop / top) * (0.05 + profile.categories.get(item.category, 0.0))
+        score *= 0.5 + profile.platforms.get(item.platform, 0.0)
+        if profile.avg_price and item.price:
+            score *= math.exp(-(math.log(item.price / profile.avg_price) ** 2) / (2 * PRICE_SIGMA**2))
+        if score > scored.get(item, (None, -1.0))[1]:
+            scored[item] = (item, score)
+    return sorted(scored.values(), key=lambda pair: (-pair[1], pair[0].item_id))
+
+
+def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> None:
+    geo, gender, age, category = segment
+    if category != ANY:
+        categories = [category]
+    else:
+        categories = sorted(profile.categories, key=lambda c: (-profile.categories[c], c))[:CONTENT_CATEGORIES]
+    if not categories:
+        return
+    candidates: list[tuple[Item, float]] = []
+    pending = list(categories)
+    # Walk the fallback chain level by level, asking only for categories still missing.
+    for level in range(4):
+        wanted = {}
+        for cat in pending:
+            chain = fallback_chain(geo, gender, age, cat)
+            if level < len(chain):
+                wanted[cat] = chain[level]
+        if not wanted:
+            break
+        lists = source.popular(list(dict.fromkeys(wanted.values())))
+        for cat, seg in wanted.items():
+            if seg in lists:
+                candidates.extend(lists[seg])
+        pending = [cat for cat, seg in wanted.items() if seg not in lists]
+    ranked.extend(CONTENT_BASED, (item for item, _ in content_based_scores(profile, candidates)))
+
+
+def popular_list(source: Source, segment: tuple, filters: Filters, size: int) -> Ranked:
+    ranked = Ranked(size, filters, frozenset())
+    add_popular(ranked, source, segment)
+    return ranked
+
+
+def algorithm_for(interaction_count: int) -> str:
+    if interaction_count >= 3:
+        return COLLABORATIVE
+    if interaction_count >= 1:
+        return CONTENT_BASED
+    return POPULAR
+
+
+def personalized_list(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
+                      profile: Profile | None = None) -> tuple[Ranked, str]:
+    """The user's full ranked list and the algorithm their history calls for.
+
+    Order: collaborative (3+ interactions), then content-based (1+), then popular, each
+    filling what the one before left short. Liked items are always excluded.
+    """
+    profile = profile if profile is not None else source.profile(user_id)
+    count = profile.interaction_count if profile else 0
+    algorithm = algorithm_for(count)
+    ranked = Ranked(size, filters, profile.liked if profile else frozenset())
+    geo = geo_id if geo_id is not None else (profile.geo_id if profile and profile.geo_id else ANY_GEO)
+    segment = (geo, (profile.gender if profile else None) or ANY, (profile.age_group if profile else None) or ANY,
+               filters.category or ANY)
+    if algorithm == COLLABORATIVE:
+        ranked.extend(COLLABORATIVE, (item for item, _ in source.collaborative(user_id)))
+    if algorithm in (COLLABORATIVE, CONTENT_BASED) and not ranked.full:
+        add_content_based(ranked, source, profile, segment)
+    if not ranked.full:
+        add_popular(ranked, source, segment)
+    return ranked, algorithm
+
+
+def paginate(total: int, page: int, limit: int) -> dict:
+    total_pages = math.ceil(total / limit) if total else 0
+    return {
+        "page": page,
+        "limit": limit,
+        "total": total,
+        "total_pages": total_pages,
+        "has_next": page < total_pages,
+        "has_previous": page > 1,
+    }

@@ -1,0 +1,236 @@
+"""The precompute jobs as plain functions: read the main DB, compute, swap tables in.
+
+Celery tasks (workers/tasks.py), the CLI (workers/refresh.py) and tests call these.
+Each job: take the job's Redis lock, record the run, read a consistent snapshot of
+the main DB through a read-only connection and close it, compute with pandas /
+scikit-learn, write with one atomic swap, then bump the data kind's cache generation.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shared import bulk, jobs, main_queries
+from shared.cache import Cache
+from shared.db import connect_main, connect_recs
+from shared.settings import Settings
+from workers.compute.interactions import WeightConfig, demographics, weighted
+from workers.compute.popular import compute_popular
+from workers.compute.profiles import compute_profiles
+from workers.compute.similarities import SimilarityConfig, compute_similarities
+
+log = logging.getLogger("recs.jobs")
+CHUNK_ROWS = 200_000
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+@dataclass
+class Snapshot:
+    """What the jobs read from the main DB, read in one repeatable-read transaction."""
+
+    items: pd.DataFrame
+    interactions: pd.DataFrame
+    users: pd.DataFrame
+    stats: dict
+
+    def pairs(self, settings: Settings) -> pd.DataFrame:
+        return weighted(self.interactions, WeightConfig.from_settings(settings))
+
+    def demographics(self) -> pd.DataFrame:
+        return demographics(self.users)
+
+
+def read_snapshot(settings: Settings) -> Snapshot:
+    conn = connect_main(settings)
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        snap = Snapshot(
+            main_queries.load_items(conn),
+            main_queries.load_interactions(conn),
+            main_queries.load_users(conn),
+            main_queries.load_stats(conn),
+        )
+        conn.rollback()
+        return snap
+    finally:
+        conn.close()
+
+
+def _pg_array(values) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def frame_chunks(df: pd.DataFrame, columns: list[str]):
+    for start in range(0, len(df), CHUNK_ROWS):
+        buf = io.StringIO()
+        df.iloc[start : start + CHUNK_ROWS][columns].to_csv(buf, index=False, header=False, na_rep="")
+        yield buf
+
+
+@contextmanager
+def job_run(job_name: str, settings: Settings, cache: Cache):
+    """Lock, record start and finish, log key=value. Yields a dict the job fills with 'rows'."""
+    job = jobs.JOBS[job_name]
+    lock = jobs.lock(cache.client, job)
+    if not lock.acquire():
+        raise AlreadyRunning(job_name)
+    conn = connect_recs(settings, application_name=f"recs-job-{job_name}")
+    started = time.perf_counter()
+    result = {"rows": 0}
+    try:
+        run_id = jobs.record_start(conn, job_name)
+        try:
+            yield result
+        except BaseException as exc:
+            conn.rollback()
+            jobs.record_finish(conn, run_id, "failed", result["rows"], f"{type(exc).__name__}: {exc}"[:2000])
+            log.error("job=%s status=failed error=%r", job_name, str(exc)[:200])
+            raise
+        jobs.record_finish(conn, run_id, "success", result["rows"])
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        log.info("job=%s status=success rows=%s ms=%.0f", job_name, result["rows"], result["seconds"] * 1000)
+    finally:
+        conn.close()
+        try:
+            lock.release()
+        except Exception:  # expired lock: nothing to release
+            pass
+
+
+def _write(settings: Settings, tables: dict, progress=None) -> int:
+    conn = connect_recs(settings, application_name="recs-writer")
+    try:
+        return bulk.replace_tables(conn, tables, progress=progress)
+    finally:
+        conn.close()
+
+
+def refresh_popular_items(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None) -> dict:
+    with job_run("popular_items", settings, cache) as result:
+        snap = snapshot or read_snapshot(settings)
+        pop = compute_popular(snap.pairs(settings), snap.demographics(), snap.items, top_n=settings.popular_top_n)
+        items = snap.items.copy()
+        items["geo_id"] = items["geo_id"].astype("Int64")
+        stats = pd.DataFrame({"name": list(snap.stats), "value": list(snap.stats.values())})
+        result["rows"] = _write(
+            settings,
+            {
+                "items": (["item_id", "price", "category", "platform", "geo_id", "in_stock", "target_gender",
+                           "target_age", "created_at"],
+                          frame_chunks(items, ["item_id", "price", "category", "platform", "geo_id", "in_stock",
+                                               "target_gender", "target_age", "created_at"])),
+                "popular_items": (["geo_id", "gender", "age_group", "category", "item_id", "popularity_score"],
+                                  frame_chunks(pop, ["geo_id", "gender", "age_group", "category", "item_id",
+                                                     "popularity_score"])),
+                "main_db_stats": (["name", "value"], frame_chunks(stats, ["name", "value"])),
+            },
+            progress,
+        )
+        cache.bump("popular")
+    return result
+
+
+def update_user_profiles(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None) -> dict:
+    with job_run("user_profiles", settings, cache) as result:
+        snap = snapshot or read_snapshot(settings)
+        prof = compute_profiles(snap.pairs(settings), snap.demographics(), snap.items)
+        prof["liked_item_ids"] = prof["liked_item_ids"].map(_pg_array)
+        prof["geo_id"] = prof["geo_id"].astype("Int64")
+        cols = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
+                "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
+        result["rows"] = _write(settings, {"user_profiles": (cols, frame_chunks(prof, cols))}, progress)
+        cache.bump("profiles")
+    return result
+
+
+def similarity_config(settings: Settings) -> SimilarityConfig:
+    return SimilarityConfig(k=settings.max_similar_users, list_size=min(settings.recommendation_list_size, 100))
+
+
+def update_user_similarities(settings: Settings, cache: Cache, snapshot: Snapshot | None = None,
+                             progress=None) -> dict:
+    with job_run("user_similarities", settings, cache) as result:
+        snap = snapshot or read_snapshot(settings)
+        in_stock = snap.items.loc[snap.items["in_stock"], "item_id"].to_numpy()
+        cfg = similarity_config(settings)
+        parts = [compute_similarities(snap.pairs(settings), in_stock, cfg, shard, settings.similarity_shards)
+                 for shard in range(settings.similarity_shards)]
+        sims = pd.concat([p[0] for p in parts], ignore_index=True)
+        recs = pd.concat([p[1] for p in parts], ignore_index=True)
+        recs_out = pd.DataFrame({
+            "user_id": recs["user_id"],
+            "item_ids": recs["item_ids"].map(_pg_array),
+            "scores": recs["scores"].map(lambda a: _pg_array(np.round(a, 5))),
+        })
+        result["rows"] = _write(
+            settings,
+            {
+                "user_similarities": (["user_id", "similar_user_id", "similarity_score"],
+                                      frame_chunks(sims, ["user_id", "similar_user_id", "similarity_score"])),
+                "user_recommendations": (["user_id", "item_ids", "scores"],
+                                         frame_chunks(recs_out, ["user_id", "item_ids", "scores"])),
+            },
+            progress,
+        )
+        cache.bump("similarities")
+    return result
+
+
+STALE_SQL = (
+    # Lists and neighbours of users who no longer qualify for collaborative filtering
+    # (profiles are refreshed more often than similarities).
+    "DELETE FROM user_recommendations r WHERE NOT EXISTS "
+    "(SELECT 1 FROM user_profiles p WHERE p.user_id = r.user_id AND p.interaction_count >= 3)",
+    "DELETE FROM user_similarities s WHERE NOT EXISTS "
+    "(SELECT 1 FROM user_profiles p WHERE p.user_id = s.user_id AND p.interaction_count >= 3)",
+    "DELETE FROM job_runs WHERE started_at < now() - interval '30 days'",
+)
+
+
+def cleanup_cache(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None) -> dict:
+    with job_run("cleanup_cache", settings, cache) as result:
+        deleted_keys = cache.cleanup()
+        conn = connect_recs(settings, application_name="recs-cleanup")
+        deleted_rows = 0
+        try:
+            with conn.cursor() as cur:
+                for statement in STALE_SQL:
+                    cur.execute(statement)
+                    deleted_rows += cur.rowcount
+            conn.commit()
+        finally:
+            conn.close()
+        result.update(rows=deleted_keys + deleted_rows, deleted_keys=deleted_keys, deleted_rows=deleted_rows)
+    return result
+
+
+STEPS = (
+    ("popular_items", refresh_popular_items),
+    ("user_profiles", update_user_profiles),
+    ("user_similarities", update_user_similarities),
+    ("cleanup_cache", cleanup_cache),
+)
+
+
+def refresh_all(settings: Settings, cache: Cache, progress=None, on_step=None) -> dict:
+    """Every job in dependency order over one main-DB snapshot."""
+    with job_run("refresh_all", settings, cache) as result:
+        started = time.perf_counter()
+        snap = read_snapshot(settings)
+        result["read_s"] = round(time.perf_counter() - started, 3)
+        for name, fn in STEPS:
+            if on_step:
+                on_step(name)
+            step = fn(settings, cache, snapshot=snap, progress=progress)
+            result[name] = step
+            result["rows"] += step["rows"]
+    return result

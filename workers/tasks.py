@@ -1,0 +1,66 @@
+"""Celery tasks: thin wrappers around workers.pipeline with stable names, limits and retries."""
+from __future__ import annotations
+
+import logging
+
+import psycopg2
+import redis
+from celery import shared_task
+
+from shared.cache import Cache, make_client
+from shared.jobs import JOBS
+from shared.settings import get_settings
+from workers import pipeline
+
+log = logging.getLogger("recs.tasks")
+_cache: Cache | None = None
+TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
+
+
+def reset_clients():
+    global _cache
+    _cache = None
+
+
+def _cache_client() -> Cache:
+    global _cache
+    if _cache is None:
+        _cache = Cache(make_client(get_settings().recommendations_redis_url, timeout_s=30))
+    return _cache
+
+
+def _run(fn, job_name: str):
+    try:
+        result = fn(get_settings(), _cache_client())
+    except pipeline.AlreadyRunning:
+        log.info("job=%s status=already_running", job_name)
+        return {"status": "already_running", "job": job_name}
+    return {"status": "success", "job": job_name, **{k: v for k, v in result.items() if not isinstance(v, dict)}}
+
+
+def _task(job_name: str, fn):
+    job = JOBS[job_name]
+
+    @shared_task(
+        name=job.task,
+        bind=True,
+        acks_late=True,
+        soft_time_limit=job.lock_ttl_s - 60,
+        time_limit=job.lock_ttl_s,
+        autoretry_for=TRANSIENT,
+        retry_backoff=10,
+        retry_backoff_max=300,
+        retry_jitter=True,
+        max_retries=3,
+    )
+    def task(self):
+        return _run(fn, job_name)
+
+    return task
+
+
+refresh_popular_items = _task("popular_items", pipeline.refresh_popular_items)
+update_user_profiles = _task("user_profiles", pipeline.update_user_profiles)
+update_user_similarities = _task("user_similarities", pipeline.update_user_similarities)
+cleanup_cache = _task("cleanup_cache", pipeline.cleanup_cache)
+refresh_all = _task("refresh_all", pipeline.refresh_all)
