@@ -13,18 +13,17 @@ import psycopg2.extensions
 
 from shared.settings import Settings
 
-# Per-statement cap for the request path; workers get a generous one.
+# Connect timeout for the API's connections (libpq's minimum useful value is 2 s).
 API_CONNECT_TIMEOUT_S = 2
 
 
-def connect_main(settings: Settings, statement_timeout_ms: int = 0):
+def connect_main(settings: Settings, statement_timeout_ms: int = 0, connect_timeout_s: int = 10):
     options = "-c default_transaction_read_only=on"
     if statement_timeout_ms:
         options += f" -c statement_timeout={int(statement_timeout_ms)}"
-    conn = psycopg2.connect(
-        settings.main_database_url, options=options, connect_timeout=10, application_name="recs-worker-main-ro"
+    return psycopg2.connect(
+        settings.main_database_url, options=options, connect_timeout=connect_timeout_s, application_name="recs-main-ro"
     )
-    return conn
 
 
 def connect_recs(settings: Settings, statement_timeout_ms: int = 0, application_name: str = "recs"):

@@ -111,15 +111,6 @@ class Ranked:
         if len(self.ids) > start:
             self.sections.append((algorithm, start))
 
-    def algorithms(self, start: int, stop: int) -> list[str]:
-        """Algorithms that supplied items in ids[start:stop], in list order."""
-        out = []
-        for i, (name, first) in enumerate(self.sections):
-            end = self.sections[i + 1][1] if i + 1 < len(self.sections) else len(self.ids)
-            if first < stop and end > start and name not in out:
-                out.append(name)
-        return out
-
 
 def add_popular(ranked: Ranked, source: Source, segment: tuple) -> None:
     """Popular items for a segment, filling from broader segments down the fallback chain."""
@@ -209,12 +200,21 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
     return ranked, algorithm
 
 
+def algorithm_label(sections, total: int, start: int, stop: int, primary: str) -> str:
+    """What served ids[start:stop]: the user's algorithm first, then any that filled in, e.g. collaborative+popular."""
+    used = [primary]
+    for i, (name, first) in enumerate(sections):
+        end = sections[i + 1][1] if i + 1 < len(sections) else total
+        if first < stop and end > start and name not in used:
+            used.append(name)
+    return "+".join(used)
+
+
 def paginate(total: int, page: int, limit: int) -> dict:
     total_pages = math.ceil(total / limit) if total else 0
     return {
         "page": page,
         "limit": limit,
-        "total": total,
         "total_pages": total_pages,
         "has_next": page < total_pages,
         "has_previous": page > 1,

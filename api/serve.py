@@ -1,0 +1,62 @@
+"""Cache-through serving: one Redis round trip for generations, one GET, else compute from the DB.
+
+The whole ranked, filtered list is cached under a key without the page, then sliced,
+so pages never overlap or skip. Redis down: compute from the DB, cache_hit false.
+"""
+from __future__ import annotations
+
+import time
+
+import orjson
+import psycopg2
+
+from shared.cache import CacheUnavailable
+from shared.serving import Ranked, algorithm_label, paginate
+
+
+class DatabaseUnavailable(Exception):
+    pass
+
+
+def _encode(ranked: Ranked, algorithm: str) -> bytes:
+    return orjson.dumps({"i": ranked.ids, "s": ranked.sections, "a": algorithm})
+
+
+def _decode(raw: bytes):
+    data = orjson.loads(raw)
+    return data["i"], [tuple(s) for s in data["s"]], data["a"]
+
+
+def serve(services, make_key, compute, ttl_s: int, page: int, limit: int) -> dict:
+    """make_key(gens) -> cache key; compute(gens or None) -> (Ranked, primary algorithm)."""
+    started = time.perf_counter()
+    cache, gens, key, hit, cached = services.cache, None, None, False, None
+    try:
+        gens = cache.generations_and_count()
+        key = make_key(gens)
+        cached = cache.get(key)
+    except CacheUnavailable:
+        gens = key = None
+    if cached is not None:
+        hit = True
+        ids, sections, algorithm = _decode(cached)
+    else:
+        try:
+            ranked, algorithm = compute(gens)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise DatabaseUnavailable(str(exc).strip().splitlines()[0] if str(exc).strip() else "unavailable") from exc
+        ids, sections = ranked.ids, ranked.sections
+        if key is not None:
+            try:
+                cache.store_miss(key, _encode(ranked, algorithm), ttl_s)
+            except CacheUnavailable:
+                pass
+    start = (page - 1) * limit
+    stop = start + limit
+    return {
+        "items": ids[start:stop],
+        "pagination": paginate(len(ids), page, limit),
+        "computation_time_ms": round((time.perf_counter() - started) * 1000, 3),
+        "algorithm_used": algorithm_label(sections, len(ids), start, stop, algorithm),
+        "cache_hit": hit,
+    }
