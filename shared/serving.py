@@ -131,8 +131,8 @@ def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]])
         score *= 0.5 + profile.platforms.get(item.platform, 0.0)
         if profile.avg_price and item.price:
             score *= math.exp(-(math.log(item.price / profile.avg_price) ** 2) / (2 * PRICE_SIGMA**2))
-        if score > scored.get(item, (None, -1.0))[1]:
-            scored[item] = (item, score)
+        if score > scored.get(item.item_id, (None, -1.0))[1]:
+            scored[item.item_id] = (item, score)
     return sorted(scored.values(), key=lambda pair: (-pair[1], pair[0].item_id))
 
 
@@ -144,22 +144,15 @@ def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment:
         categories = sorted(profile.categories, key=lambda c: (-profile.categories[c], c))[:CONTENT_CATEGORIES]
     if not categories:
         return
-    candidates: list[tuple[Item, float]] = []
-    pending = list(categories)
-    # Walk the fallback chain level by level, asking only for categories still missing.
-    for level in range(4):
-        wanted = {}
-        for cat in pending:
-            chain = fallback_chain(geo, gender, age, cat)
-            if level < len(chain):
-                wanted[cat] = chain[level]
-        if not wanted:
-            break
-        lists = source.popular(list(dict.fromkeys(wanted.values())))
-        for cat, seg in wanted.items():
-            if seg in lists:
-                candidates.extend(lists[seg])
-        pending = [cat for cat, seg in wanted.items() if seg not in lists]
+    # Candidates: the user's own segment and the global list of each category, in one read.
+    # The segment brings what people like them pick; the global list keeps thin segments
+    # from starving the ranking.
+    segments = []
+    for cat in categories:
+        chain = fallback_chain(geo, gender, age, cat)
+        segments.extend(seg for seg in (chain[0], chain[-1]) if seg not in segments)
+    lists = source.popular(segments)
+    candidates = [pair for seg in segments for pair in lists.get(seg, ())]
     ranked.extend(CONTENT_BASED, (item for item, _ in content_based_scores(profile, candidates)))
 
 

@@ -118,9 +118,9 @@ def load_settings(env=None) -> Settings:
     if bool(auth_user) != bool(auth_pass):
         raise SettingsError("BASIC_AUTH_USERNAME and BASIC_AUTH_PASSWORD must be set together")
     return Settings(
-        main_database_url=_url(env, "MAIN_DATABASE_URL", "postgresql://localhost/mysanta_main", ("postgresql", "postgres")),
+        main_database_url=_url(env, "MAIN_DATABASE_URL", "postgresql:///mysanta_main", ("postgresql", "postgres")),
         recommendations_database_url=_url(
-            env, "RECOMMENDATIONS_DATABASE_URL", "postgresql://localhost/mysanta_recommendations", ("postgresql", "postgres")
+            env, "RECOMMENDATIONS_DATABASE_URL", "postgresql:///mysanta_recommendations", ("postgresql", "postgres")
         ),
         recommendations_redis_url=redis_url,
         celery_broker_url=_url(env, "CELERY_BROKER_URL", _redis_db(redis_url, 2), ("redis", "rediss", "amqp", "unix")),

@@ -81,7 +81,7 @@ def _allowed(frame: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
 
 def _top(frame: pd.DataFrame, top_n: int) -> pd.DataFrame:
     """Top N per segment over all categories ('any') and top N per category."""
-    frame = frame.sort_values(list(DIMS) + ["score", "item_id"], ascending=[True, True, True, False, True])
+    frame = frame[frame["score"] > 0].sort_values(list(DIMS) + ["score", "item_id"], ascending=[True, True, True, False, True])
     by_seg = frame.groupby(list(DIMS), sort=False).cumcount() < top_n
     overall = frame[by_seg].assign(category=ANY)
     by_cat = frame.groupby(list(DIMS) + ["category"], sort=False).cumcount() < top_n

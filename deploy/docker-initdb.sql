@@ -1,0 +1,2 @@
+CREATE DATABASE mysanta_main;
+CREATE DATABASE mysanta_recommendations;

@@ -1,0 +1,19 @@
+"""Production gunicorn settings for the API (also used by `make serve` and `make bench`)."""
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8001')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "sync"
+# Sync workers: each request is a few milliseconds of CPU, so threads would only add
+# GIL contention; keep-alive lets the Rails client reuse connections.
+keepalive = 5
+timeout = 30
+graceful_timeout = 10
+max_requests = 100000
+max_requests_jitter = 10000
+# Import the app in the master so workers share its pages; connections are still
+# opened lazily in each worker after fork.
+preload_app = True
+accesslog = None  # the app writes its own key=value access line
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")

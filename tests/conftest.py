@@ -1,0 +1,235 @@
+"""Test fixtures: real PostgreSQL and Redis, in throwaway databases and servers.
+
+PostgreSQL: the server at TEST_POSTGRES_URL (default: the local socket) gets four
+databases named recs_test_<random>_*, dropped at the end. Redis: a private
+redis-server on a free port, killed at the end. Demo databases and any Redis data
+already on the machine are never touched.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+import redis as redis_lib
+from psycopg2 import sql
+
+from shared.cache import Cache
+from shared.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql:///postgres")
+RUN = uuid.uuid4().hex[:8]
+
+
+def db_url(name: str) -> str:
+    return urlunsplit(urlsplit(SERVER_URL)._replace(path=f"/{name}"))
+
+
+def _admin():
+    conn = psycopg2.connect(SERVER_URL)
+    conn.autocommit = True
+    return conn
+
+
+def create_db(name: str, schema: Path) -> str:
+    conn = _admin()
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+    url = db_url(name)
+    c = psycopg2.connect(url)
+    with c.cursor() as cur:
+        cur.execute("SET client_min_messages = warning")
+        cur.execute(schema.read_text())
+    c.commit()
+    c.close()
+    return url
+
+
+def drop_db(name: str) -> None:
+    conn = _admin()
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,))
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server process; stop() and start() simulate an outage."""
+
+    def __init__(self):
+        self.binary = shutil.which("redis-server")
+        if not self.binary:
+            pytest.fail("redis-server is not installed: run `make services` as root, or apt-get install redis-server")
+        self.port = free_port()
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis_lib.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return self
+            except redis_lib.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("test redis-server did not start")
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def databases():
+    names = {kind: f"recs_test_{RUN}_{kind}" for kind in ("main_tiny", "recs_tiny", "main_hand", "recs_hand")}
+    urls = {}
+    try:
+        for kind, name in names.items():
+            schema = ROOT / ("deploy/main_schema.sql" if kind.startswith("main") else "schema.sql")
+            urls[kind] = create_db(name, schema)
+        yield urls
+    finally:
+        for name in names.values():
+            drop_db(name)
+
+
+def make_env(main_url: str, recs_url: str, redis_url: str, **extra) -> dict:
+    env = {
+        "MAIN_DATABASE_URL": main_url,
+        "RECOMMENDATIONS_DATABASE_URL": recs_url,
+        "RECOMMENDATIONS_REDIS_URL": f"{redis_url}/1",
+        "CELERY_BROKER_URL": f"{redis_url}/2",
+        "CELERY_RESULT_BACKEND": f"{redis_url}/3",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_env(databases, redis_server):
+    """Main DB with the tiny preset, recommendations DB filled by one full refresh."""
+    from deploy.seed import seed
+    from workers import pipeline
+
+    seed(databases["main_tiny"], "tiny", 42, replace=False, quiet=True)
+    env = make_env(databases["main_tiny"], databases["recs_tiny"], redis_server.url)
+    settings = load_settings(env)
+    pipeline.refresh_all(settings, Cache(redis_lib.Redis.from_url(settings.recommendations_redis_url)))
+    return env
+
+
+@pytest.fixture
+def hand_env(databases, redis_server):
+    """Empty main and recommendations DBs (truncated before each test) and a flushed Redis."""
+    main = psycopg2.connect(databases["main_hand"])
+    with main.cursor() as cur:
+        cur.execute("TRUNCATE handpicked_present_clicks, handpicked_likes, handpicked_presents, users")
+    main.commit()
+    main.close()
+    recs = psycopg2.connect(databases["recs_hand"])
+    with recs.cursor() as cur:
+        cur.execute("TRUNCATE items, popular_items, user_profiles, user_similarities, user_recommendations, "
+                    "main_db_stats, job_runs")
+    recs.commit()
+    recs.close()
+    redis_lib.Redis.from_url(f"{redis_server.url}/1").flushdb()
+    return make_env(databases["main_hand"], databases["recs_hand"], redis_server.url)
+
+
+class MainFactory:
+    """Rows in the hand-built main DB (the test harness writes; the service never does)."""
+
+    def __init__(self, url):
+        self.conn = psycopg2.connect(url)
+        self.conn.autocommit = True
+        self._ids = {"present": 0, "like": 0, "click": 0}
+
+    def user(self, user_id, gender=None, birth_date=None, geo_id=None):
+        with self.conn.cursor() as cur:
+            cur.execute("INSERT INTO users (id, gender, birth_date, geo_id) VALUES (%s, %s, %s, %s)",
+                        (user_id, gender, birth_date, geo_id))
+        return user_id
+
+    def present(self, present_id=None, category="books", price=1000, platform="ozon", geo_id=None,
+                status="in_stock", owner=None, gender=None, age=None):
+        if present_id is None:
+            self._ids["present"] += 1
+            present_id = self._ids["present"]
+        tags = {"category": category}
+        if gender:
+            tags["gender"] = gender
+        if age:
+            tags["age"] = age
+        import json
+
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO handpicked_presents (id, user_id, title, price, platform, geo_id, status, categories) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (present_id, owner, f"gift {present_id}", price, platform, geo_id, status, json.dumps(tags)),
+            )
+        return present_id
+
+    def _event(self, table, kind, user_id, present_id, at):
+        self._ids[kind] += 1
+        with self.conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {table} (id, user_id, handpicked_present_id, created_at) VALUES (%s, %s, %s, %s)",
+                        (self._ids[kind], user_id, present_id, at or "2026-11-01T12:00:00Z"))
+
+    def like(self, user_id, present_id, at=None):
+        self._event("handpicked_likes", "like", user_id, present_id, at)
+
+    def click(self, user_id, present_id, at=None):
+        self._event("handpicked_present_clicks", "click", user_id, present_id, at)
+
+    def close(self):
+        self.conn.close()
+
+
+@pytest.fixture
+def main_factory(hand_env):
+    f = MainFactory(hand_env["MAIN_DATABASE_URL"])
+    yield f
+    f.close()
+
+
+def query(url, sql_text, params=None):
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql_text, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
