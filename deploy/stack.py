@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
 import psycopg2
 from psycopg2 import sql
 
 from deploy.seed import existing_rows
+from shared.db import database_name, with_database
 from shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _maintenance_url(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/postgres")), parts.path.lstrip("/")
-
-
 def ensure_database(url: str) -> bool:
-    admin_url, name = _maintenance_url(url)
-    conn = psycopg2.connect(admin_url)
+    name = database_name(url)
+    conn = psycopg2.connect(with_database(url, "postgres"))
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
@@ -58,7 +52,7 @@ def main(argv=None) -> int:
     if argv == ["init-db"]:
         for url in (settings.main_database_url, settings.recommendations_database_url):
             if ensure_database(url):
-                print(f"created database {urlsplit(url).path.lstrip('/')}")
+                print(f"created database {database_name(url)}")
         apply_schema(settings.recommendations_database_url, ROOT / "schema.sql")
         print("recommendations schema applied")
         return 0

@@ -125,7 +125,10 @@ class Cache:
     def stats(self) -> dict:
         def run():
             counters = self.client.hgetall(_stats_key())
-            info = self.client.info("memory")
+            try:
+                info = self.client.info("memory")
+            except redis.ResponseError:  # a server (or proxy) that hides INFO
+                info = {}
             keys = self.client.dbsize()
             return counters, info, keys
 

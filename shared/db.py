@@ -98,3 +98,15 @@ def ping(conn_factory) -> float:
     finally:
         conn.close()
     return (time.perf_counter() - start) * 1000.0
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL with another database name (keeps an empty host: the local socket)."""
+    base, sep, query = url.partition("?")
+    scheme, rest = base.split("://", 1)
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{name}{sep}{query}"
+
+
+def database_name(url: str) -> str:
+    return url.partition("?")[0].split("://", 1)[1].split("/", 1)[1] if "/" in url.split("://", 1)[1] else ""

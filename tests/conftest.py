@@ -14,7 +14,6 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -22,6 +21,7 @@ import redis as redis_lib
 from psycopg2 import sql
 
 from shared.cache import Cache
+from shared.db import with_database
 from shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ RUN = uuid.uuid4().hex[:8]
 
 
 def db_url(name: str) -> str:
-    return urlunsplit(urlsplit(SERVER_URL)._replace(path=f"/{name}"))
+    return with_database(SERVER_URL, name)
 
 
 def _admin():

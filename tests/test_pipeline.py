@@ -1,0 +1,180 @@
+"""The precompute jobs against real PostgreSQL and Redis."""
+import io
+from pathlib import Path
+
+import psycopg2
+import psycopg2.errors
+import pytest
+import redis
+
+from shared import bulk, jobs
+from shared.cache import Cache
+from shared.db import connect_main
+from shared.settings import load_settings
+from tests.conftest import query
+from workers import pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_for(settings):
+    return Cache(redis.Redis.from_url(settings.recommendations_redis_url))
+
+
+def test_refresh_all_on_tiny_fills_every_table(tiny_env):
+    recs = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
+    counts = {t: query(recs, f"SELECT count(*) FROM {t}")[0][0]
+              for t in ("items", "popular_items", "user_profiles", "user_similarities", "user_recommendations")}
+    assert counts["items"] == 500  # public presents only
+    assert all(n > 0 for n in counts.values()), counts
+    runs = dict(query(recs, "SELECT job, status FROM job_runs"))
+    assert runs == {name: "success" for name in jobs.JOBS}
+    # Every user with 3+ interactions has neighbours, never themselves.
+    assert query(recs, "SELECT count(*) FROM user_similarities WHERE user_id = similar_user_id")[0][0] == 0
+    missing = query(recs, "SELECT count(*) FROM user_profiles p WHERE interaction_count >= 3 AND NOT EXISTS "
+                          "(SELECT 1 FROM user_similarities s WHERE s.user_id = p.user_id)")[0][0]
+    assert missing == 0
+    assert query(recs, "SELECT max(n) FROM (SELECT count(*) n FROM user_similarities GROUP BY user_id) x")[0][0] <= 20
+
+
+def test_private_and_out_of_stock_items_never_precomputed(tiny_env):
+    main, recs = tiny_env["MAIN_DATABASE_URL"], tiny_env["RECOMMENDATIONS_DATABASE_URL"]
+    private = {r[0] for r in query(main, "SELECT id FROM handpicked_presents WHERE user_id IS NOT NULL")}
+    out = {r[0] for r in query(main, "SELECT id FROM handpicked_presents WHERE user_id IS NULL AND status <> 'in_stock'")}
+    assert private and out  # the preset has both
+    liked_private = query(main, "SELECT count(*) FROM handpicked_likes l JOIN handpicked_presents p "
+                                "ON p.id = l.handpicked_present_id WHERE p.user_id IS NOT NULL")[0][0]
+    assert liked_private > 0
+    popular = {r[0] for r in query(recs, "SELECT DISTINCT item_id FROM popular_items")}
+    listed = {r[0] for r in query(recs, "SELECT DISTINCT unnest(item_ids) FROM user_recommendations")}
+    catalogue = {r[0] for r in query(recs, "SELECT item_id FROM items")}
+    assert not popular & (private | out)
+    assert not listed & (private | out)
+    assert not catalogue & private
+
+
+def test_collaborative_lists_exclude_liked_items(tiny_env):
+    recs = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
+    overlap = query(recs, "SELECT count(*) FROM user_recommendations r JOIN user_profiles p USING (user_id) "
+                          "WHERE r.item_ids && p.liked_item_ids")[0][0]
+    assert overlap == 0
+
+
+def test_main_db_connection_refuses_writes(tiny_env):
+    conn = connect_main(load_settings(tiny_env))
+    try:
+        with conn.cursor() as cur, pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+            cur.execute("UPDATE handpicked_presents SET price = 1")
+    finally:
+        conn.close()
+
+
+def _csv(rows):
+    buf = io.StringIO()
+    for r in rows:
+        buf.write(",".join(map(str, r)) + "\n")
+    return buf
+
+
+def test_failure_during_load_leaves_previous_data_whole(hand_env):
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    conn = psycopg2.connect(url)
+    cols = ["user_id", "similar_user_id", "similarity_score"]
+    bulk.replace_tables(conn, {"user_similarities": (cols, [_csv([(1, 2, 0.5), (2, 1, 0.5)])])})
+
+    def broken_chunks():
+        yield _csv([(i, i + 1, 0.1) for i in range(1, 1000)])
+        raise RuntimeError("worker died mid-load")
+
+    with pytest.raises(RuntimeError):
+        bulk.replace_tables(conn, {"user_similarities": (cols, broken_chunks())})
+    conn.close()
+    assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1") == [(1, 2), (2, 1)]
+    assert query(url, "SELECT to_regclass('user_similarities_staging')")[0][0] is None
+
+
+def test_swap_keeps_index_names_so_schema_reapplies_cleanly(hand_env):
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    before = sorted(query(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'popular_items'"))
+    conn = psycopg2.connect(url)
+    bulk.replace_tables(conn, {"popular_items": (["geo_id", "gender", "age_group", "category", "item_id",
+                                                  "popularity_score"], [_csv([(0, "any", "any", "any", 1, 0.5)])])})
+    conn.close()
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute((ROOT / "schema.sql").read_text())
+    conn.commit()
+    conn.close()
+    assert sorted(query(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'popular_items'")) == before
+
+
+def test_second_run_while_one_runs_is_refused(hand_env):
+    settings = load_settings(hand_env)
+    cache = cache_for(settings)
+    held = jobs.lock(cache.client, jobs.JOBS["popular_items"])
+    assert held.acquire()
+    try:
+        with pytest.raises(pipeline.AlreadyRunning):
+            pipeline.refresh_popular_items(settings, cache)
+    finally:
+        held.release()
+
+
+def test_failed_run_is_recorded_with_its_error(hand_env):
+    bad = dict(hand_env, MAIN_DATABASE_URL="postgresql://127.0.0.1:1/nowhere")
+    settings = load_settings(bad)
+    with pytest.raises(psycopg2.OperationalError):
+        pipeline.update_user_profiles(settings, cache_for(settings))
+    status, error, finished = query(hand_env["RECOMMENDATIONS_DATABASE_URL"],
+                                    "SELECT status, error, finished_at FROM job_runs WHERE job = 'user_profiles'")[0]
+    assert status == "failed" and "OperationalError" in error and finished is not None
+
+
+def test_hand_built_pipeline_results(main_factory, hand_env):
+    f = main_factory
+    for uid, gender in ((1, "f"), (2, "f"), (3, "f"), (4, "m")):
+        f.user(uid, gender=gender, birth_date="1995-05-05", geo_id=213)
+    a = f.present(category="books", price=500)
+    b = f.present(category="books", price=900)
+    c = f.present(category="toys", price=1500)
+    gone = f.present(category="toys", status="out_of_stock")
+    mine = f.present(category="toys", owner=1)
+    for uid in (1, 2, 3):
+        f.like(uid, a)
+    f.like(1, b), f.like(2, b), f.like(4, c), f.like(1, gone), f.like(2, gone), f.like(3, gone), f.like(1, mine)
+    f.like(1, c), f.click(3, c)
+    settings = load_settings(hand_env)
+    result = pipeline.refresh_all(settings, cache_for(settings))
+    assert result["rows"] > 0
+    recs = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    order = [r[0] for r in query(recs, "SELECT item_id FROM popular_items WHERE geo_id = 0 AND gender = 'any' "
+                                       "AND age_group = 'any' AND category = 'any' ORDER BY popularity_score DESC")]
+    # a: 3 likes; c: 2 likes + 1 click; b: 2 likes. Out-of-stock and private never listed.
+    assert order == [a, c, b]
+    count, liked, cats = query(recs, "SELECT interaction_count, liked_item_ids, preferred_categories "
+                                     "FROM user_profiles WHERE user_id = 1")[0]
+    assert count == 4 and sorted(liked) == sorted([a, b, c, gone])  # private item 'mine' is not counted
+    assert set(cats) == {"books", "toys"}
+    # User 3 (a, c) is closest to user 1 (a, b, c).
+    top = query(recs, "SELECT similar_user_id FROM user_similarities WHERE user_id = 1 "
+                      "ORDER BY similarity_score DESC LIMIT 1")[0][0]
+    assert top in (2, 3)
+    stats = dict(query(recs, "SELECT name, value FROM main_db_stats"))
+    assert stats["presents_private"] == 1 and stats["presents_public"] == 4 and stats["likes"] == 12
+
+
+def test_cleanup_removes_stale_rows(hand_env):
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO user_profiles (user_id, interaction_count) VALUES (1, 5), (2, 1)")
+        cur.execute("INSERT INTO user_similarities VALUES (1, 2, 0.5), (2, 1, 0.5)")
+        cur.execute("INSERT INTO user_recommendations (user_id, item_ids, scores) VALUES (1, '{1}', '{1}'), "
+                    "(2, '{1}', '{1}'), (3, '{1}', '{1}')")
+    conn.commit()
+    conn.close()
+    settings = load_settings(hand_env)
+    result = pipeline.cleanup_cache(settings, cache_for(settings))
+    assert result["deleted_rows"] == 3
+    assert query(url, "SELECT user_id FROM user_recommendations") == [(1,)]
+    assert query(url, "SELECT user_id FROM user_similarities") == [(1,)]
