@@ -160,7 +160,7 @@ def test_hand_built_pipeline_results(main_factory, hand_env):
                       "ORDER BY similarity_score DESC LIMIT 1")[0][0]
     assert top in (2, 3)
     stats = dict(query(recs, "SELECT name, value FROM main_db_stats"))
-    assert stats["presents_private"] == 1 and stats["presents_public"] == 4 and stats["likes"] == 12
+    assert stats["presents_private"] == 1 and stats["presents_public"] == 4 and stats["likes"] == 11
 
 
 def test_cleanup_removes_stale_rows(hand_env):
