@@ -4,7 +4,7 @@ Values come from shared.settings (the environment), validated at import.
 """
 from datetime import timedelta
 
-from shared.jobs import JOBS, interval_seconds
+from shared.jobs import JOBS, QUEUE, interval_seconds
 from shared.settings import get_settings
 
 _settings = get_settings()
@@ -28,8 +28,8 @@ broker_transport_options = {"visibility_timeout": 7200}
 broker_connection_retry_on_startup = True
 worker_hijack_root_logger = False
 
-task_routes = {job.task: {"queue": "recs"} for job in JOBS.values()}
-task_default_queue = "recs"
+task_routes = {job.task: {"queue": QUEUE} for job in JOBS.values()}
+task_default_queue = QUEUE
 
 beat_schedule = {
     job.task: {"task": job.task, "schedule": timedelta(seconds=interval_seconds(job, _settings))}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from api.http import error_response, json_response, services
-from shared.jobs import JOBS, is_running
+from shared.jobs import JOBS, QUEUE, is_running
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 BY_PATH = {job.admin_path: job for job in JOBS.values()}
@@ -19,7 +19,7 @@ def trigger(action: str):
     try:
         if is_running(s.cache.client, job):
             return json_response({"status": "already_running", "task": job.task}, 409)
-        result = s.celery.send_task(job.task, retry=False)
+        result = s.celery.send_task(job.task, queue=QUEUE, retry=False)
     except Exception as exc:  # broker or Redis down
         return error_response(503, "unavailable", f"could not enqueue {job.task}: {str(exc)[:200]}")
     return json_response({"status": "queued", "task": job.task, "task_id": result.id}, 202)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import redis
 
 LOCK_PREFIX = "recs:lock:"
+QUEUE = "recs"  # the Celery queue every job runs on
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,280 @@
+"""The HTTP API on the tiny preset, through Flask's test client, against real PostgreSQL and Redis."""
+import base64
+import json
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from api import create_app
+from tests.conftest import query
+
+POPULAR_BODY = {"user_params": {"gender": "f", "age": "25-34", "category": "electronics", "geo_id": 213},
+                "filters": {"price_from": 500, "price_to": 20000}, "pagination": {"page": 1, "limit": 20}}
+
+
+@pytest.fixture
+def client(tiny_env):
+    redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"]).flushdb()
+    return create_app(tiny_env).test_client()
+
+
+def users_by_count(env):
+    rows = query(env["RECOMMENDATIONS_DATABASE_URL"],
+                 "SELECT user_id, interaction_count FROM user_profiles ORDER BY user_id")
+    pick = lambda pred: next(u for u, n in rows if pred(n))  # noqa: E731
+    return {"zero": pick(lambda n: n == 0), "few": pick(lambda n: 1 <= n <= 2), "many": pick(lambda n: n >= 5)}
+
+
+def item_rows(env, ids):
+    rows = query(env["RECOMMENDATIONS_DATABASE_URL"],
+                 "SELECT item_id, price, category, geo_id, in_stock FROM items WHERE item_id = ANY(%s)", (list(ids),))
+    return {r[0]: r for r in rows}
+
+
+def test_popular_contract_and_filters(client, tiny_env):
+    r = client.post("/popular", json=POPULAR_BODY)
+    assert r.status_code == 200
+    body = r.get_json()
+    assert set(body) == {"items", "pagination", "computation_time_ms", "algorithm_used", "cache_hit"}
+    assert set(body["pagination"]) == {"page", "limit", "total_pages", "has_next", "has_previous"}
+    assert body["algorithm_used"] == "popular" and body["cache_hit"] is False and body["items"]
+    for item_id, price, category, geo, in_stock in item_rows(tiny_env, body["items"]).values():
+        assert 500 <= price <= 20000 and category == "electronics" and geo in (None, 213) and in_stock
+    again = client.post("/popular", json=POPULAR_BODY).get_json()
+    assert again["cache_hit"] is True and again["items"] == body["items"]
+
+
+def test_popular_aliases_and_integer_age(client):
+    a = client.post("/popular", json={"user_params": {"gender": "female", "age": 29}}).get_json()
+    b = client.post("/popular", json={"user_params": {"gender": "f", "age": "25-34"}}).get_json()
+    assert a["items"] == b["items"] and a["items"]
+
+
+def test_popular_never_shows_items_tagged_for_another_gender(client, tiny_env):
+    body = client.post("/popular", json={"user_params": {"gender": "m"}, "pagination": {"limit": 100}}).get_json()
+    tagged_f = {r[0] for r in query(tiny_env["MAIN_DATABASE_URL"],
+                                    "SELECT id FROM handpicked_presents WHERE categories->>'gender' = 'f'")}
+    assert tagged_f and not tagged_f & set(body["items"])
+
+
+def test_empty_body_is_global_popular(client):
+    r = client.post("/popular", data="")
+    assert r.status_code == 200 and r.get_json()["items"]
+
+
+def test_pages_never_overlap_or_skip(client, tiny_env):
+    user = users_by_count(tiny_env)["many"]
+    whole = client.post("/personalized", json={"user_id": user, "geo_id": 213,
+                                               "pagination": {"page": 1, "limit": 100}}).get_json()
+    pages, page = [], 1
+    while True:
+        body = client.post("/personalized", json={"user_id": user, "geo_id": 213,
+                                                  "pagination": {"page": page, "limit": 7}}).get_json()
+        if not body["items"]:
+            assert body["pagination"]["has_next"] is False
+            break
+        pages.extend(body["items"])
+        assert body["pagination"]["has_previous"] is (page > 1)
+        page += 1
+    assert len(pages) == len(set(pages))
+    assert pages[:100] == whole["items"]
+    assert body["pagination"]["total_pages"] == page - 1
+
+
+def test_personalized_algorithm_by_history_and_liked_excluded(client, tiny_env):
+    users = users_by_count(tiny_env)
+    expected = {"zero": "popular", "few": "content_based", "many": "collaborative"}
+    for kind, user in users.items():
+        body = client.post("/personalized", json={"user_id": user, "geo_id": 213,
+                                                  "pagination": {"limit": 100}}).get_json()
+        assert body["algorithm_used"].split("+")[0] == expected[kind], (kind, body["algorithm_used"])
+        liked = query(tiny_env["MAIN_DATABASE_URL"],
+                      "SELECT handpicked_present_id FROM handpicked_likes WHERE user_id = %s", (user,))
+        assert not {r[0] for r in liked} & set(body["items"])
+        rows = item_rows(tiny_env, body["items"])
+        assert len(rows) == len(body["items"])  # every id is a public catalogue item ...
+        assert all(r[4] for r in rows.values())  # ... in stock
+
+
+def test_unknown_user_gets_popular(client):
+    body = client.post("/personalized", json={"user_id": 987654321, "geo_id": 213}).get_json()
+    assert body["algorithm_used"] == "popular" and body["items"]
+
+
+def test_short_list_is_filled_and_labelled(client, tiny_env):
+    user = users_by_count(tiny_env)["many"]
+    n = query(tiny_env["RECOMMENDATIONS_DATABASE_URL"],
+              "SELECT cardinality(item_ids) FROM user_recommendations WHERE user_id = %s", (user,))[0][0]
+    page = n // 10 + 1  # the page holding the end of the collaborative list
+    body = client.post("/personalized", json={"user_id": user, "pagination": {"page": page, "limit": 10}}).get_json()
+    assert body["algorithm_used"].startswith("collaborative+"), body["algorithm_used"]
+
+
+def test_page_past_the_end_is_empty_not_an_error(client):
+    r = client.post("/popular", json={"pagination": {"page": 5000, "limit": 100}})
+    assert r.status_code == 200
+    assert r.get_json()["items"] == [] and r.get_json()["pagination"]["has_next"] is False
+
+
+BAD = [
+    ("/popular", b"{not json", "body"),
+    ("/popular", [1, 2], "body"),
+    ("/popular", {"user_params": {"gender": "robot"}}, "user_params.gender"),
+    ("/popular", {"user_params": {"age": "teen"}}, "user_params.age"),
+    ("/popular", {"user_params": {"age": -3}}, "user_params.age"),
+    ("/popular", {"user_params": {"geo_id": "Moscow"}}, "user_params.geo_id"),
+    ("/popular", {"user_params": "f"}, "user_params"),
+    ("/popular", {"filters": {"price_from": 2000, "price_to": 500}}, "filters.price_from"),
+    ("/popular", {"filters": {"price_from": -1}}, "filters.price_from"),
+    ("/popular", {"filters": {"price_to": True}}, "filters.price_to"),
+    ("/popular", {"pagination": {"limit": 101}}, "pagination.limit"),
+    ("/popular", {"pagination": {"limit": 0}}, "pagination.limit"),
+    ("/popular", {"pagination": {"page": 0}}, "pagination.page"),
+    ("/popular", {"pagination": {"page": "2"}}, "pagination.page"),
+    ("/personalized", {"geo_id": 213}, "user_id"),
+    ("/personalized", {"user_id": -5}, "user_id"),
+    ("/personalized", {"user_id": True}, "user_id"),
+    ("/personalized", {"user_id": 10**30}, "user_id"),
+    ("/personalized", {"user_id": 5, "geo_id": 1.5}, "geo_id"),
+]
+
+
+@pytest.mark.parametrize("path,body,field", BAD)
+def test_bad_input_is_a_4xx_naming_the_field(client, path, body, field):
+    data = body if isinstance(body, bytes) else json.dumps(body)
+    r = client.post(path, data=data, content_type="application/json")
+    assert r.status_code == 400, r.get_data(as_text=True)
+    payload = r.get_json()
+    assert payload["error"] == "invalid_request"
+    assert field in [e["field"] for e in payload["errors"]], payload
+    assert all(e["rule"] for e in payload["errors"])
+
+
+def test_huge_body_is_413(client):
+    r = client.post("/popular", data=b'{"x": "' + b"a" * 200_000 + b'"}', content_type="application/json")
+    assert r.status_code == 413 and r.get_json()["errors"][0]["field"] == "body"
+
+
+def test_extra_fields_are_ignored(client):
+    body = dict(POPULAR_BODY, utf8="✓", controller="gifts", user_params=dict(POPULAR_BODY["user_params"], extra=1))
+    assert client.post("/popular", json=body).status_code == 200
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert client.get("/nope").get_json()["error"] == "not_found"
+    assert client.get("/popular").status_code == 405 and client.get("/popular").is_json
+
+
+def test_request_path_never_imports_pandas_or_sklearn(tiny_env):
+    code = (
+        "import sys, json\n"
+        "from api import create_app\n"
+        f"app = create_app({tiny_env!r})\n"
+        "c = app.test_client()\n"
+        "assert c.post('/popular', json={}).status_code == 200\n"
+        "assert c.post('/personalized', json={'user_id': 3}).status_code == 200\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'sklearn', 'scipy'))\n"
+        "print(json.dumps(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_stats(client, tiny_env):
+    client.post("/popular", json={})
+    client.post("/popular", json={})
+    body = client.get("/stats").get_json()
+    assert body["main_db"]["counts"]["presents_public"] == 500
+    assert body["main_db"]["counts"]["presents_private"] > 0
+    assert body["recommendations_db"]["tables"]["items"] == 500
+    jobs = body["recommendations_db"]["jobs"]
+    assert jobs["popular_items"]["status"] == "success" and jobs["popular_items"]["duration_ms"] > 0
+    cache = body["cache"]["today"]
+    assert cache["hits"] >= 1 and cache["misses"] >= 1 and 0 < cache["hit_rate"] < 1
+    assert body["config"]["max_page_size"] == 100 and "basic_auth_password" not in body["config"]
+
+
+def test_health_ok_then_degraded_when_a_job_is_late(client, tiny_env):
+    body = client.get("/health").get_json()
+    assert body["status"] == "ok" and all(c["status"] == "up" for c in body["checks"].values())
+    assert all("latency_ms" in c for c in body["checks"].values())
+    url = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE job_runs SET finished_at = finished_at - interval '1 hour', "
+                    "started_at = started_at - interval '1 hour' WHERE job = 'popular_items' RETURNING id")
+        ids = [r[0] for r in cur.fetchall()]
+    conn.commit()
+    try:
+        r = client.get("/health")
+        assert r.status_code == 200 and r.get_json()["status"] == "degraded"
+        assert r.get_json()["late_jobs"] == ["popular_items"]  # 15-minute job, an hour old
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("UPDATE job_runs SET finished_at = finished_at + interval '1 hour', "
+                        "started_at = started_at + interval '1 hour' WHERE id = ANY(%s)", (ids,))
+        conn.commit()
+        conn.close()
+
+
+def test_openapi_covers_every_route(client):
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    app_routes = {str(r) for r in client.application.url_map.iter_rules() if r.endpoint != "static"}
+    documented = {p.replace("{task_id}", "<task_id>") for p in doc["paths"]}
+    admin = {"/admin/" + p for p in ("refresh-popular-items", "update-user-profiles", "update-user-similarities",
+                                     "cleanup-cache", "refresh-all")}
+    assert admin <= documented
+    assert {r for r in app_routes if "<action>" not in r} <= documented
+    assert "user_id" in doc["components"]["schemas"]["PersonalizedRequest"]["properties"]
+
+
+def test_admin_is_loopback_only_without_credentials(client):
+    r = client.post("/admin/refresh-popular-items", environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert r.status_code == 403 and r.is_json
+
+
+def test_admin_conflict_when_running_and_unknown_action(client, tiny_env):
+    from shared import jobs
+
+    lock = jobs.lock(redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"]), jobs.JOBS["user_profiles"])
+    assert lock.acquire()
+    try:
+        r = client.post("/admin/update-user-profiles")
+        assert r.status_code == 409 and r.get_json()["status"] == "already_running"
+    finally:
+        lock.release()
+    assert client.post("/admin/rebuild-everything").status_code == 404
+
+
+def test_admin_enqueues_the_named_task(client, tiny_env):
+    broker = redis.Redis.from_url(tiny_env["CELERY_BROKER_URL"])
+    broker.delete("recs")
+    r = client.post("/admin/refresh-popular-items")
+    assert r.status_code == 202
+    body = r.get_json()
+    assert body["task"] == "recs.refresh_popular_items" and body["task_id"]
+    queued = [json.loads(m) for m in broker.lrange("recs", 0, -1)]
+    assert any(m["headers"]["task"] == "recs.refresh_popular_items" and m["headers"]["id"] == body["task_id"]
+               for m in queued)
+    state = client.get(f"/admin/tasks/{body['task_id']}").get_json()
+    assert state["state"] == "PENDING"
+    broker.delete("recs")
+
+
+def test_basic_auth_guards_everything_but_health(tiny_env):
+    client = create_app(dict(tiny_env, BASIC_AUTH_USERNAME="ops", BASIC_AUTH_PASSWORD="s3cret")).test_client()
+    assert client.post("/popular", json={}).status_code == 401
+    assert client.get("/stats").status_code == 401
+    assert client.get("/health").status_code == 200
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"ops:nope").decode()}
+    good = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
+    assert client.post("/popular", json={}, headers=wrong).status_code == 401
+    assert client.post("/popular", json={}, headers=good).status_code == 200
+    # With credentials, admin is reachable from other hosts.
+    r = client.post("/admin/rebuild", headers=good, environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert r.status_code == 404
