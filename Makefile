@@ -51,6 +51,7 @@ run: db
 	$(VENV)/bin/honcho start -f Procfile
 
 test: venv services
+	@bash deploy/ensure-tools.sh ruby
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: db
