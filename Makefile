@@ -54,7 +54,8 @@ test: venv services
 	@bash deploy/ensure-tools.sh ruby
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: db
+bench: venv services
+	@bash deploy/ensure-tools.sh wrk
 	$(PY) -m bench.run --preset $(PRESET)
 
 eval: db

@@ -8,10 +8,6 @@ already on the machine are never touched.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +16,7 @@ import pytest
 import redis as redis_lib
 from psycopg2 import sql
 
+from deploy.localproc import RedisServer
 from shared.cache import Cache
 from shared.db import with_database
 from shared.settings import load_settings
@@ -63,50 +60,19 @@ def drop_db(name: str) -> None:
     conn.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A private redis-server process; stop() and start() simulate an outage."""
-
-    def __init__(self):
-        self.binary = shutil.which("redis-server")
-        if not self.binary:
-            pytest.fail("redis-server is not installed: run `make services` as root, or apt-get install redis-server")
-        self.port = free_port()
-        self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis_lib.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return self
-            except redis_lib.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("test redis-server did not start")
-
-    def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+@pytest.fixture(scope="session")
+def redis_server_factory():
+    def make():
+        try:
+            return RedisServer().start()
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+    return make
 
 
 @pytest.fixture(scope="session")
-def redis_server():
-    server = RedisServer().start()
+def redis_server(redis_server_factory):
+    server = redis_server_factory()
     yield server
     server.stop()
 

@@ -3,14 +3,13 @@ import pytest
 import redis
 
 from api import create_app
-from tests.conftest import RedisServer
 
 CLOSED = "postgresql://127.0.0.1:1/nowhere"
 
 
 @pytest.fixture
-def own_redis():
-    server = RedisServer().start()
+def own_redis(redis_server_factory):
+    server = redis_server_factory()
     yield server
     server.stop()
 

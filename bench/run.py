@@ -1,0 +1,395 @@
+"""`make bench PRESET=tiny|default|large`: refresh and serving benchmarks, side by side with a bare baseline.
+
+Uses its own databases (recs_bench_<preset>_main / _recs on the server of
+MAIN_DATABASE_URL), seeded once and reused, and a private redis-server, so it never
+touches demo or production data. Writes bench/results/<preset>.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg2
+
+from deploy.localproc import RedisServer, free_port
+from deploy.seed import seed
+from deploy.stack import ROOT, apply_schema, ensure_database
+from shared.db import with_database
+from shared.settings import load_settings
+
+RESULTS = ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+CONCURRENCY = (1, 8, 32)
+LUA = r"""
+local bodies = {BODIES}
+local paths = {PATHS}
+local unique = {UNIQUE}
+local n = #bodies
+local counter = 0
+local thread_id = 0
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+function init(args)
+  thread_id = tid or 0
+  counter = thread_id * 7919
+end
+function request()
+  counter = counter + 1
+  local k = (counter % n) + 1
+  local body = bodies[k]
+  if unique then
+    body = string.gsub(body, "__NONCE__", string.format("0.000%d%09d", thread_id, counter))
+  end
+  return wrk.format("POST", paths[k], {["Content-Type"] = "application/json"}, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %.1f, "max_us": %d}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
+end
+"""
+
+
+def lua_script(path: Path, requests: list[tuple[str, dict]], unique: bool) -> Path:
+    def lua_str(s):
+        return "[==[" + s + "]==]"
+
+    bodies = []
+    for _, body in requests:
+        text = json.dumps(body)
+        if unique:  # a never-repeating price_from makes every request a cache miss without filtering anything
+            text = text.replace('"__NONCE__"', "__NONCE__")
+        bodies.append(text)
+    path.write_text(
+        LUA.replace("{BODIES}", "{" + ", ".join(map(lua_str, bodies)) + "}")
+        .replace("{PATHS}", "{" + ", ".join(lua_str(p) for p, _ in requests) + "}")
+        .replace("{UNIQUE}", "true" if unique else "false")
+    )
+    return path
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out.extend(int(t) for t in text)
+    return out
+
+
+class Gunicorn:
+    def __init__(self, app: str, env: dict, log: Path):
+        self.port = free_port()
+        self.log = log
+        self.handle = open(log, "w")
+        self.proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", app],
+            cwd=ROOT, env={**os.environ, **env, "PORT": str(self.port), "WEB_CONCURRENCY": "2"},
+            stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(urllib.request.Request(self.url + "/popular", data=b"{}"), timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def worker_rss(self) -> list[float]:
+        return [rss_mb(pid) for pid in children(self.proc.pid)]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(20)
+        self.handle.close()
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+    threads = min(connections, 2)
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, timeout=seconds + 60,
+    )
+    line = next((l for l in out.stdout.splitlines() if l.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
+    raw = json.loads(line[len("WRKJSON "):])
+    return {
+        "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+        "mean_ms": round(raw["mean_us"] / 1000, 3), "max_ms": raw["max_us"] / 1000,
+        "requests": raw["requests"], "non2xx": raw["non2xx"], "socket_errors": raw["socket_errors"],
+    }
+
+
+def server_times(log: Path, start: int) -> dict:
+    """Server-side ms of the requests logged since byte offset `start` (the app's access lines)."""
+    with open(log) as f:
+        f.seek(start)
+        ms = [float(m) for m in re.findall(r"status=\d+ algorithm=\S+ cache_hit=\S+ ms=([0-9.]+)", f.read())]
+    if not ms:
+        return {}
+    ms.sort()
+    pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 3)  # noqa: E731
+    return {"server_p50_ms": pick(0.5), "server_p99_ms": pick(0.99), "server_samples": len(ms)}
+
+
+def refresh(env: dict) -> dict:
+    """The full refresh in a child process: wall time per job and the child's peak RSS."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "workers.refresh", "--json"], cwd=ROOT,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stdout, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"refresh failed: {stdout}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far: this one
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {
+        "read_s": result["read_s"],
+        "popular_s": result["popular_items"]["seconds"],
+        "profiles_s": result["user_profiles"]["seconds"],
+        "similarities_s": result["user_similarities"]["seconds"],
+        "cleanup_s": result["cleanup_cache"]["seconds"],
+        "total_s": round(time.perf_counter() - started, 2),
+        "peak_rss_mb": round(peak, 1),
+        "rows": result["rows"],
+    }
+
+
+def pick_users(recs_url: str, n: int = 300) -> dict:
+    conn = psycopg2.connect(recs_url)
+    out = {}
+    with conn.cursor() as cur:
+        for bucket, cond in (("popular", "interaction_count = 0"), ("content_based", "interaction_count BETWEEN 1 AND 2"),
+                             ("collaborative", "interaction_count >= 3")):
+            cur.execute(f"SELECT user_id, geo_id FROM user_profiles WHERE {cond} ORDER BY md5(user_id::text) LIMIT %s",
+                        (n,))
+            out[bucket] = cur.fetchall()
+        cur.execute("SELECT DISTINCT category FROM items")
+        out["categories"] = [r[0] for r in cur.fetchall()]
+    conn.close()
+    return out
+
+
+def request_mixes(users: dict, seed_value: int = 7) -> dict:
+    rng = random.Random(seed_value)
+    genders = [None, "m", "f", "male", "female"]
+    ages = [None, "18-24", "25-34", "35-44", "45-54", "55+", 23, 41]
+    geos = [None, 213, 2, 54, 65, 43]
+
+    def filters(unique):
+        f = {}
+        if rng.random() < 0.4:
+            lo = rng.choice([0, 300, 500, 1000, 2000])
+            f = {"price_from": lo, "price_to": lo + rng.choice([1000, 3000, 10000])}
+        if rng.random() < 0.2:
+            f["category"] = rng.choice(users["categories"])
+        if unique:
+            f["price_from"] = "__NONCE__"
+        return f
+
+    def page():
+        return {"page": rng.choice([1, 1, 1, 2, 3]), "limit": rng.choice([10, 20, 20, 50])}
+
+    def popular(unique):
+        out = []
+        for _ in range(300):
+            params = {k: v for k, v in (("gender", rng.choice(genders)), ("age", rng.choice(ages)),
+                                        ("geo_id", rng.choice(geos))) if v is not None}
+            f = filters(unique)
+            if "category" in f and rng.random() < 0.5:
+                params["category"] = f.pop("category")
+            out.append(("/popular", {"user_params": params, "filters": f, "pagination": page()}))
+        return out
+
+    def personal(bucket, unique):
+        return [("/personalized", {"user_id": uid, "geo_id": geo or 213, "filters": filters(unique),
+                                   "pagination": page()}) for uid, geo in users[bucket]]
+
+    everyone = users["popular"] + users["content_based"] + users["collaborative"]
+    mixed = [("/personalized", {"user_id": uid, "geo_id": geo or 213, "filters": filters(False),
+                                "pagination": page()}) for uid, geo in everyone]
+    return {
+        "hit_popular": popular(False),
+        "hit_personalized": mixed,
+        "miss_popular": popular(True),
+        "miss_content_based": personal("content_based", True),
+        "miss_collaborative": personal("collaborative", True),
+    }
+
+
+def warm(url: str, requests: list) -> None:
+    for path, body in requests:
+        req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, rows = [], []
+    for name, block in [("baseline", result["baseline"])] + \
+            [(f"hit {k}", v) for k, v in result["cache_hit"].items()] + \
+            [(f"miss {k}", v) for k, v in result["cache_miss"].items()]:
+        names.append(name)
+        rows.append((block["p50_ms"], block["p90_ms"], block["p99_ms"]))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.27
+    for i, label in enumerate(("p50", "p90", "p99")):
+        ax.bar([x + (i - 1) * width for x in range(len(names))], [r[i] for r in rows], width, label=label)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set_ylabel("latency, ms (wrk, concurrency 8)")
+    ax.set_title(f"{result['preset']}: latency at concurrency 8 ({result['machine']['cpus']} cores)")
+    ax.axhline(15, color="grey", linestyle="--", linewidth=0.8)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def markdown(result: dict) -> str:
+    lines = [f"### `{result['preset']}` — {result['when']}", "",
+             "| scenario | conc. | RPS | p50 ms | p90 ms | p99 ms | server p50/p99 ms | non-2xx |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, grid in result["grid"].items():
+        for conc, b in grid.items():
+            server = f"{b.get('server_p50_ms', '')}/{b.get('server_p99_ms', '')}" if "server_p50_ms" in b else ""
+            lines.append(f"| {name} | {conc} | {b['rps']:.0f} | {b['p50_ms']:.2f} | {b['p90_ms']:.2f} | "
+                         f"{b['p99_ms']:.2f} | {server} | {b['non2xx'] + b['socket_errors']} |")
+    r = result["refresh"]
+    lines += ["", f"Refresh: popular {r['popular_s']} s, profiles {r['profiles_s']} s, similarities "
+                  f"{r['similarities_s']} s, read {r['read_s']} s, total {r['total_s']} s, peak RSS {r['peak_rss_mb']} MB.",
+              f"API worker RSS (MB): after warm-up {result['api_worker_rss_mb']['after_warmup']}, "
+              f"after load {result['api_worker_rss_mb']['after_load']}.",
+              f"Cache-hit throughput vs baseline at c=8: popular {result['ratios']['hit_popular_vs_baseline']}, "
+              f"personalized {result['ratios']['hit_personalized_vs_baseline']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=["tiny", "default", "large"], default="tiny")
+    parser.add_argument("--seconds", type=int, default=None, help="wrk duration per run")
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (3 if args.preset == "tiny" else 10)
+    if not shutil.which("wrk"):
+        subprocess.run(["bash", str(ROOT / "deploy/ensure-tools.sh"), "wrk"], check=False)
+        if not shutil.which("wrk"):
+            print("bench: wrk is required: sudo apt-get install -y wrk", file=sys.stderr)
+            return 2
+    base = load_settings()
+    main_url = with_database(base.main_database_url, f"recs_bench_{args.preset}_main")
+    recs_url = with_database(base.main_database_url, f"recs_bench_{args.preset}_recs")
+    for url in (main_url, recs_url):
+        ensure_database(url)
+    apply_schema(recs_url, ROOT / "schema.sql")
+    print(f"bench: seeding {args.preset} (skipped when already loaded)", flush=True)
+    seeded = seed(main_url, args.preset, 42, replace=False, quiet=True)
+    redis_server = RedisServer().start()
+    env = {"MAIN_DATABASE_URL": main_url, "RECOMMENDATIONS_DATABASE_URL": recs_url,
+           "RECOMMENDATIONS_REDIS_URL": f"{redis_server.url}/1", "CELERY_BROKER_URL": f"{redis_server.url}/2",
+           "CELERY_RESULT_BACKEND": f"{redis_server.url}/3", "LOG_LEVEL": "warning"}
+    tmp = Path(tempfile.mkdtemp(prefix="recs-bench-"))
+    api = baseline = None
+    try:
+        print("bench: full refresh", flush=True)
+        refresh_result = refresh(env)
+        print(f"bench: refresh {refresh_result}", flush=True)
+        users = pick_users(recs_url)
+        mixes = request_mixes(users)
+        api = Gunicorn("api.wsgi:app", env, tmp / "api.log")
+        baseline = Gunicorn("bench.baseline_app:app", env, tmp / "baseline.log")
+        # The baseline returns a payload of the same size a cache hit returns.
+        import redis
+
+        sample = urllib.request.urlopen(urllib.request.Request(
+            api.url + "/popular", data=b'{"pagination": {"limit": 20}}', headers={"Content-Type": "application/json"}),
+            timeout=10).read()
+        redis.Redis.from_url(env["RECOMMENDATIONS_REDIS_URL"]).set("recs:bench:baseline", sample, ex=86400)
+        warm(api.url, mixes["hit_popular"] + mixes["hit_personalized"])
+        rss_warm = api.worker_rss()
+        scripts = {name: lua_script(tmp / f"{name}.lua", reqs, unique=name.startswith("miss"))
+                   for name, reqs in mixes.items()}
+        scripts["baseline"] = lua_script(tmp / "baseline.lua", mixes["hit_popular"], unique=False)
+        grid: dict = {}
+        for name in ["baseline", "hit_popular", "hit_personalized", "miss_popular", "miss_content_based",
+                     "miss_collaborative"]:
+            target = baseline if name == "baseline" else api
+            grid[name] = {}
+            for conc in CONCURRENCY:
+                offset = target.log.stat().st_size
+                block = run_wrk(target.url, scripts[name], conc, seconds)
+                if target is api:
+                    block.update(server_times(target.log, offset))
+                grid[name][str(conc)] = block
+                print(f"bench: {name} c={conc} rps={block['rps']} p50={block['p50_ms']} p99={block['p99_ms']} "
+                      f"non2xx={block['non2xx']}", flush=True)
+        rss_load = api.worker_rss()
+    finally:
+        for proc in (api, baseline):
+            if proc:
+                proc.stop()
+        redis_server.stop()
+    at8 = {name: grid[name]["8"] for name in grid}
+    result = {
+        "preset": args.preset,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine()},
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds_per_run": seconds,
+        "data": {k: v for k, v in seeded.items()},
+        "baseline": at8["baseline"],
+        "cache_hit": {"popular": at8["hit_popular"], "personalized": at8["hit_personalized"]},
+        "cache_miss": {"popular": at8["miss_popular"], "content_based": at8["miss_content_based"],
+                       "collaborative": at8["miss_collaborative"]},
+        "api_worker_rss_mb": {"after_warmup": rss_warm, "after_load": rss_load, "max": max(rss_warm + rss_load)},
+        "errors": sum(b["non2xx"] + b["socket_errors"] for g in grid.values() for b in g.values()),
+        "refresh": refresh_result,
+        "ratios": {
+            "hit_popular_vs_baseline": round(at8["hit_popular"]["rps"] / at8["baseline"]["rps"], 3),
+            "hit_personalized_vs_baseline": round(at8["hit_personalized"]["rps"] / at8["baseline"]["rps"], 3),
+        },
+        "grid": grid,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.preset}.json").write_text(json.dumps(result, indent=2, default=str))
+    (RESULTS / f"{args.preset}.md").write_text(markdown(result))
+    plot(result, RESULTS / f"{args.preset}.png")
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(markdown(result))
+    print(f"bench: wrote {RESULTS / (args.preset + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
