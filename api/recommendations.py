@@ -7,7 +7,7 @@ from flask import Blueprint, g
 from api.http import json_body, json_response, services
 from api.serve import serve
 from api.validation import PersonalizedRequest, PopularRequest, parse, personalized_filters, popular_filters
-from shared.cache import PREFIX, CacheUnavailable, personalized_key, popular_key
+from shared.cache import PERSONALIZED, POPULAR as POPULAR_KIND, PREFIX, CacheUnavailable, personalized_suffix, popular_suffix
 from shared.serving import POPULAR, Profile, personalized_list, popular_list
 
 bp = Blueprint("recommendations", __name__)
@@ -29,7 +29,7 @@ def popular():
     def compute(_gens):
         return popular_list(s.source, segment, filters, cfg.recommendation_list_size), POPULAR
 
-    return _finish(serve(s, lambda gens: popular_key(gens, segment, filters.key()), compute,
+    return _finish(serve(s, POPULAR_KIND, popular_suffix(segment, filters.key()), compute,
                          cfg.cache_ttl_popular, page, limit))
 
 
@@ -48,8 +48,8 @@ def _profile(s, gens, user_id: int) -> Profile | None:
     if key:
         data = None if profile is None else {**profile.__dict__, "liked": sorted(profile.liked)}
         try:
-            s.cache.client.set(key, orjson.dumps(data), ex=s.settings.cache_ttl_user_profile)
-        except Exception:  # the cache is an optimisation here
+            s.cache.set(key, orjson.dumps(data), s.settings.cache_ttl_user_profile)
+        except CacheUnavailable:
             pass
     return profile
 
@@ -67,7 +67,7 @@ def personalized():
         return personalized_list(s.source, req.user_id, req.geo_id, filters, cfg.recommendation_list_size,
                                  profile=profile if profile is not None else _unknown_user(req.user_id))
 
-    return _finish(serve(s, lambda gens: personalized_key(gens, req.user_id, geo, filters.key()), compute,
+    return _finish(serve(s, PERSONALIZED, personalized_suffix(req.user_id, geo, filters.key()), compute,
                          cfg.cache_ttl_personalized, page, limit))
 
 

@@ -27,14 +27,12 @@ def _decode(raw: bytes):
     return data["i"], [tuple(s) for s in data["s"]], data["a"]
 
 
-def serve(services, make_key, compute, ttl_s: int, page: int, limit: int) -> dict:
-    """make_key(gens) -> cache key; compute(gens or None) -> (Ranked, primary algorithm)."""
+def serve(services, kind: str, suffix: str, compute, ttl_s: int, page: int, limit: int) -> dict:
+    """kind/suffix name the cached list; compute(gens or None) -> (Ranked, primary algorithm)."""
     started = time.perf_counter()
     cache, gens, key, hit, cached = services.cache, None, None, False, None
     try:
-        gens = cache.generations_and_count()
-        key = make_key(gens)
-        cached = cache.get(key)
+        key, cached, gens = cache.lookup(kind, suffix)
     except CacheUnavailable:
         gens = key = None
     if cached is not None:

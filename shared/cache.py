@@ -37,14 +37,33 @@ def _stats_key(now: float | None = None) -> str:
     return f"{PREFIX}stats:{day}"
 
 
-def popular_key(gens: dict, segment: tuple, filters_key: str) -> str:
+# One round trip per request: read the generations, build the key, GET it and count
+# the request. (Reads keys not passed in KEYS: fine on a standalone Redis, which is
+# what this service uses; a Redis Cluster would need hash-tagged keys.)
+LOOKUP_LUA = """
+local gp = redis.call('GET', 'recs:gen:popular') or '0'
+local gu = redis.call('GET', 'recs:gen:profiles') or '0'
+local gs = redis.call('GET', 'recs:gen:similarities') or '0'
+local key
+if ARGV[1] == 'pop' then
+  key = 'recs:pop:' .. gp .. ':' .. ARGV[2]
+else
+  key = 'recs:pers:' .. gp .. '.' .. gu .. '.' .. gs .. ':' .. ARGV[2]
+end
+redis.call('HINCRBY', ARGV[3], 'requests', 1)
+redis.call('EXPIRE', ARGV[3], ARGV[4])
+return {key, redis.call('GET', key), gp, gu, gs}
+"""
+POPULAR, PERSONALIZED = "pop", "pers"
+
+
+def popular_suffix(segment: tuple, filters_key: str) -> str:
     geo, gender, age, category = segment
-    return f"{PREFIX}pop:{gens['popular']}:{geo}:{gender}:{age}:{category}:{filters_key}"
+    return f"{geo}:{gender}:{age}:{category}:{filters_key}"
 
 
-def personalized_key(gens: dict, user_id: int, geo_id: int, filters_key: str) -> str:
-    gen = f"{gens['popular']}.{gens['profiles']}.{gens['similarities']}"
-    return f"{PREFIX}pers:{gen}:{user_id}:{geo_id}:{filters_key}"
+def personalized_suffix(user_id: int, geo_id: int, filters_key: str) -> str:
+    return f"{user_id}:{geo_id}:{filters_key}"
 
 
 class Cache:
@@ -53,6 +72,7 @@ class Cache:
         self._breaker_s = breaker_s
         self._failed_at = 0.0
         self._lock = threading.Lock()
+        self._lookup = client.register_script(LOOKUP_LUA)
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
@@ -64,22 +84,16 @@ class Cache:
                 self._failed_at = time.monotonic()
             raise CacheUnavailable(str(exc)) from exc
 
-    def generations_and_count(self) -> dict:
-        """Current generations; counts the request in the same round trip."""
-
-        def run():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS])
-            key = _stats_key()
-            pipe.hincrby(key, "requests", 1)
-            pipe.expire(key, STATS_TTL_S)
-            values = pipe.execute()[0]
-            return {k: (v.decode() if v else "0") for k, v in zip(GEN_KINDS, values)}
-
-        return self._call(run)
+    def lookup(self, kind: str, suffix: str) -> tuple[str, bytes | None, dict]:
+        """(key, cached value or None, generations) in one round trip; counts the request."""
+        key, value, *gens = self._call(lambda: self._lookup(args=[kind, suffix, _stats_key(), STATS_TTL_S]))
+        return key.decode(), value, {k: g.decode() for k, g in zip(GEN_KINDS, gens)}
 
     def get(self, key: str) -> bytes | None:
         return self._call(lambda: self.client.get(key))
+
+    def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._call(lambda: self.client.set(key, value, ex=ttl_s))
 
     def store_miss(self, key: str, value: bytes, ttl_s: int) -> None:
         def run():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from shared.demographics import ANY, ANY_GEO, fallback_chain
 
@@ -16,6 +16,7 @@ POPULAR = "popular"
 CONTENT_BASED = "content_based"
 COLLABORATIVE = "collaborative"
 CONTENT_CATEGORIES = 3  # a profile's top categories used for content-based candidates
+CONTENT_CANDIDATES = 100  # popular items per (segment, category) list scored for content-based
 PRICE_SIGMA = 0.6  # width, in log-price, of a user's price comfort zone
 
 
@@ -35,8 +36,7 @@ def _num(v):
     return "" if v is None else repr(float(v))
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):  # a tuple: built hundreds of times per cache miss
     item_id: int
     price: float | None
     category: str
@@ -59,8 +59,13 @@ class Profile:
 
 
 class Source(Protocol):
-    def popular(self, segments: list[tuple]) -> dict[tuple, list[tuple[Item, float]]]:
-        """Ranked (item, score) per requested segment; absent segments are left out."""
+    def popular(self, segments: list[tuple], filters: Filters | None = None,
+                limit: int | None = None) -> dict[tuple, list[tuple[Item, float]]]:
+        """Ranked (item, score) per requested segment; absent segments are left out.
+
+        filters and limit are hints a source may use to return fewer rows (the SQL
+        source applies them in the query); callers still check every item with allowed().
+        """
 
     def profile(self, user_id: int) -> Profile | None: ...
 
@@ -113,12 +118,15 @@ class Ranked:
 
 
 def add_popular(ranked: Ranked, source: Source, segment: tuple) -> None:
-    """Popular items for a segment, filling from broader segments down the fallback chain."""
-    chain = fallback_chain(*segment)
-    lists = source.popular(chain)
-    for seg in chain:
+    """Popular items for a segment, filling from broader segments down the fallback chain.
+
+    One segment at a time: the exact segment usually fills the list on its own.
+    """
+    for seg in fallback_chain(*segment):
         if ranked.full:
             break
+        # Enough rows even if every item already listed or excluded shows up again.
+        lists = source.popular([seg], ranked.filters, ranked.size + len(ranked.exclude))
         ranked.extend(POPULAR, (item for item, _ in lists.get(seg, ())))
 
 
@@ -131,7 +139,7 @@ def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]])
         score *= 0.5 + profile.platforms.get(item.platform, 0.0)
         if profile.avg_price and item.price:
             score *= math.exp(-(math.log(item.price / profile.avg_price) ** 2) / (2 * PRICE_SIGMA**2))
-        if score > scored.get(item.item_id, (None, -1.0))[1]:
+        if score > scored.get(item.item_id, (None, -1.0))[1]:  # an item can come from two lists
             scored[item.item_id] = (item, score)
     return sorted(scored.values(), key=lambda pair: (-pair[1], pair[0].item_id))
 
@@ -151,7 +159,7 @@ def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment:
     for cat in categories:
         chain = fallback_chain(geo, gender, age, cat)
         segments.extend(seg for seg in (chain[0], chain[-1]) if seg not in segments)
-    lists = source.popular(segments)
+    lists = source.popular(segments, ranked.filters, CONTENT_CANDIDATES)
     candidates = [pair for seg in segments for pair in lists.get(seg, ())]
     ranked.extend(CONTENT_BASED, (item for item, _ in content_based_scores(profile, candidates)))
 

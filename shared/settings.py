@@ -112,7 +112,7 @@ def load_settings(env=None) -> Settings:
     max_page = _int(env, "MAX_PAGE_SIZE", 100, 1, 1000)
     if default_page > max_page:
         raise SettingsError(f"DEFAULT_PAGE_SIZE={default_page} is larger than MAX_PAGE_SIZE={max_page}")
-    list_size = _int(env, "RECOMMENDATION_LIST_SIZE", 500, 10, 10000)
+    list_size = _int(env, "RECOMMENDATION_LIST_SIZE", 200, 10, 10000)
     auth_user = env.get("BASIC_AUTH_USERNAME", "")
     auth_pass = env.get("BASIC_AUTH_PASSWORD", "")
     if bool(auth_user) != bool(auth_pass):

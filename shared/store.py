@@ -6,40 +6,56 @@ as shared.db.LazyConnection.run, so the caller decides how connections are held.
 from __future__ import annotations
 
 from shared.jobs import LAST_RUNS_SQL, LAST_SUCCESS_SQL
-from shared.serving import Item, Profile
+from shared.serving import Filters, Item, Profile
 
 ITEM_COLS = "i.item_id, i.price, i.category, i.platform, i.geo_id, i.in_stock"
 
 TABLES = ("items", "popular_items", "user_profiles", "user_similarities", "user_recommendations", "job_runs")
 
 
-def _item(row) -> Item:
-    return Item(row[0], row[1], row[2], row[3], row[4], row[5])
+# Per segment, the best `lim` rows that pass the request's filters, using the
+# (segment, score) index; a NULL parameter means "no such filter".
+POPULAR_SQL = f"""
+SELECT s.ord, x.popularity_score, x.item_id, x.price, x.category, x.platform, x.geo_id, x.in_stock
+FROM unnest(%(geo)s::int[], %(gender)s::text[], %(age)s::text[], %(cat)s::text[])
+     WITH ORDINALITY AS s(geo, gender, age, cat, ord)
+CROSS JOIN LATERAL (
+    SELECT {ITEM_COLS}, p.popularity_score
+    FROM popular_items p JOIN items i ON i.item_id = p.item_id
+    WHERE p.geo_id = s.geo AND p.gender = s.gender AND p.age_group = s.age AND p.category = s.cat
+      AND i.in_stock
+      AND (%(pf)s::float8 IS NULL OR i.price >= %(pf)s::float8)
+      AND (%(pt)s::float8 IS NULL OR i.price <= %(pt)s::float8)
+      AND (%(fc)s::text IS NULL OR i.category = %(fc)s::text)
+      AND (%(fg)s::int IS NULL OR i.geo_id IS NULL OR i.geo_id = %(fg)s::int)
+    ORDER BY p.popularity_score DESC, p.item_id
+    LIMIT %(lim)s
+) x
+ORDER BY s.ord, x.popularity_score DESC, x.item_id
+"""
 
 
 class SqlSource:
     def __init__(self, run):
         self.run = run
 
-    def popular(self, segments):
+    def popular(self, segments, filters=None, limit=None):
         if not segments:
             return {}
-        placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(segments))
-        params = [v for seg in segments for v in seg]
-        query = (
-            f"SELECT p.geo_id, p.gender, p.age_group, p.category, p.popularity_score, {ITEM_COLS} "
-            "FROM popular_items p JOIN items i ON i.item_id = p.item_id "
-            f"WHERE (p.geo_id, p.gender, p.age_group, p.category) IN ({placeholders}) "
-            "ORDER BY p.popularity_score DESC, p.item_id"
-        )
+        f = filters or Filters()
+        params = {
+            "geo": [seg[0] for seg in segments], "gender": [seg[1] for seg in segments],
+            "age": [seg[2] for seg in segments], "cat": [seg[3] for seg in segments],
+            "pf": f.price_from, "pt": f.price_to, "fc": f.category, "fg": f.geo_id, "lim": limit,
+        }
 
         def fetch(cur):
-            cur.execute(query, params)
+            cur.execute(POPULAR_SQL, params)
             return cur.fetchall()
 
         out: dict[tuple, list] = {}
         for row in self.run(fetch):
-            out.setdefault(tuple(row[:4]), []).append((_item(row[5:]), row[4]))
+            out.setdefault(segments[row[0] - 1], []).append((Item(*row[2:]), row[1]))
         return out
 
     def profile(self, user_id):
@@ -67,7 +83,7 @@ class SqlSource:
             )
             return cur.fetchall()
 
-        return [(_item(row[1:]), row[0]) for row in self.run(fetch)]
+        return [(Item(*row[1:]), row[0]) for row in self.run(fetch)]
 
 
 def table_counts(cur) -> dict:

@@ -2,7 +2,7 @@
 import fakeredis
 import pytest
 
-from shared.cache import Cache, CacheUnavailable, personalized_key, popular_key
+from shared.cache import PERSONALIZED, POPULAR, Cache, CacheUnavailable, personalized_suffix, popular_suffix
 
 
 @pytest.fixture
@@ -10,36 +10,44 @@ def cache():
     return Cache(fakeredis.FakeRedis())
 
 
+def test_lookup_misses_then_hits(cache):
+    key, value, gens = cache.lookup(POPULAR, popular_suffix((213, "f", "any", "any"), "f"))
+    assert value is None and key == "recs:pop:0:213:f:any:any:f" and gens == {
+        "popular": "0", "profiles": "0", "similarities": "0"}
+    cache.store_miss(key, b"[1,2]", 900)
+    assert cache.lookup(POPULAR, popular_suffix((213, "f", "any", "any"), "f"))[1] == b"[1,2]"
+
+
 def test_bump_changes_keys(cache):
-    g1 = cache.generations_and_count()
-    k1 = popular_key(g1, (213, "f", "any", "any"), "f")
+    suffix = popular_suffix((213, "f", "any", "any"), "f")
+    k1 = cache.lookup(POPULAR, suffix)[0]
     cache.bump("popular")
-    g2 = cache.generations_and_count()
-    assert popular_key(g2, (213, "f", "any", "any"), "f") != k1
+    assert cache.lookup(POPULAR, suffix)[0] != k1
     # Personalized keys depend on all three kinds.
-    p = personalized_key(g2, 5, 213, "f")
+    psuffix = personalized_suffix(5, 213, "f")
+    p = cache.lookup(PERSONALIZED, psuffix)[0]
     cache.bump("similarities")
-    assert personalized_key(cache.generations_and_count(), 5, 213, "f") != p
+    assert cache.lookup(PERSONALIZED, psuffix)[0] != p
 
 
 def test_every_key_has_a_ttl(cache):
-    gens = cache.generations_and_count()
     cache.bump("profiles")
-    cache.store_miss(popular_key(gens, (0, "any", "any", "any"), "f"), b"[]", 900)
-    for key in cache.client.scan_iter("*"):
+    key, _, _ = cache.lookup(POPULAR, popular_suffix((0, "any", "any", "any"), "f"))
+    cache.store_miss(key, b"[]", 900)
+    keys = list(cache.client.scan_iter("*"))
+    assert len(keys) == 3  # generation, counters, the list
+    for key in keys:
         assert cache.client.ttl(key) > 0, key
 
 
 def test_cleanup_drops_dead_generations_only(cache):
-    old = cache.generations_and_count()
-    dead = [popular_key(old, (i, "any", "any", "any"), "f") for i in range(2500)]
+    dead = [cache.lookup(POPULAR, popular_suffix((i, "any", "any", "any"), "f"))[0] for i in range(2500)]
     for k in dead:
         cache.client.set(k, b"x", ex=900)
     cache.bump("popular")
-    live_gens = cache.generations_and_count()
-    live = popular_key(live_gens, (1, "any", "any", "any"), "f")
+    live = cache.lookup(POPULAR, popular_suffix((1, "any", "any", "any"), "f"))[0]
+    live_pers = cache.lookup(PERSONALIZED, personalized_suffix(7, 0, "f"))[0]
     cache.client.set(live, b"x", ex=900)
-    live_pers = personalized_key(live_gens, 7, 0, "f")
     cache.client.set(live_pers, b"x", ex=900)
     assert cache.cleanup(batch=100) == 2500
     assert cache.client.exists(live) and cache.client.exists(live_pers)
@@ -48,15 +56,16 @@ def test_cleanup_drops_dead_generations_only(cache):
 
 def test_hit_rate(cache):
     for _ in range(4):
-        cache.generations_and_count()
+        cache.lookup(POPULAR, "x")
     cache.store_miss("recs:pop:0:x", b"[]", 60)
     stats = cache.stats()
     assert stats["today"] == {"requests": 4, "hits": 3, "misses": 1, "hit_rate": 0.75}
 
 
 def test_unreachable_redis_raises_quickly_and_breaker_opens():
-    import redis
     import time
+
+    import redis
 
     cache = Cache(redis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2), breaker_s=5)
     with pytest.raises(CacheUnavailable):
