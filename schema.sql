@@ -18,7 +18,9 @@ CREATE TABLE IF NOT EXISTS items (
     created_at     timestamptz
 );
 
--- Popularity per segment, top POPULAR_TOP_N per segment. Swapped.
+-- Popularity per segment, top POPULAR_TOP_N per segment. Swapped, together with items.
+-- The item's own attributes are copied in (from the same snapshot) so a request reads
+-- a segment's list with one index range scan and no join. Only in-stock items are listed.
 CREATE TABLE IF NOT EXISTS popular_items (
     geo_id            integer NOT NULL,
     gender            text NOT NULL,
@@ -27,8 +29,16 @@ CREATE TABLE IF NOT EXISTS popular_items (
     item_id           bigint NOT NULL,
     popularity_score  double precision NOT NULL,
     updated_at        timestamptz NOT NULL DEFAULT now(),
+    item_category     text NOT NULL DEFAULT 'other',
+    price             double precision,
+    platform          text,
+    item_geo_id       integer,
     PRIMARY KEY (geo_id, gender, age_group, category, item_id)
 );
+ALTER TABLE popular_items ADD COLUMN IF NOT EXISTS item_category text NOT NULL DEFAULT 'other';
+ALTER TABLE popular_items ADD COLUMN IF NOT EXISTS price double precision;
+ALTER TABLE popular_items ADD COLUMN IF NOT EXISTS platform text;
+ALTER TABLE popular_items ADD COLUMN IF NOT EXISTS item_geo_id integer;
 CREATE INDEX IF NOT EXISTS popular_items_segment_rank
     ON popular_items (geo_id, gender, age_group, category, popularity_score DESC);
 

@@ -16,7 +16,7 @@ POPULAR = "popular"
 CONTENT_BASED = "content_based"
 COLLABORATIVE = "collaborative"
 CONTENT_CATEGORIES = 3  # a profile's top categories used for content-based candidates
-CONTENT_CANDIDATES = 100  # popular items per (segment, category) list scored for content-based
+CONTENT_CANDIDATES = 60  # popular items per (segment, category) list scored for content-based
 PRICE_SIGMA = 0.6  # width, in log-price, of a user's price comfort zone
 
 
@@ -182,8 +182,8 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
                       profile: Profile | None = None) -> tuple[Ranked, str]:
     """The user's full ranked list and the algorithm their history calls for.
 
-    Order: collaborative (3+ interactions), then content-based (1+), then popular, each
-    filling what the one before left short. Liked items are always excluded.
+    Collaborative (3+ interactions) or content-based (1-2) first, then popular for the
+    user's segment fills what they left short. Liked items are always excluded.
     """
     profile = profile if profile is not None else source.profile(user_id)
     count = profile.interaction_count if profile else 0
@@ -194,7 +194,7 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
                filters.category or ANY)
     if algorithm == COLLABORATIVE:
         ranked.extend(COLLABORATIVE, (item for item, _ in source.collaborative(user_id)))
-    if algorithm in (COLLABORATIVE, CONTENT_BASED) and not ranked.full:
+    elif algorithm == CONTENT_BASED:
         add_content_based(ranked, source, profile, segment)
     if not ranked.full:
         add_popular(ranked, source, segment)

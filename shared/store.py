@@ -13,21 +13,21 @@ ITEM_COLS = "i.item_id, i.price, i.category, i.platform, i.geo_id, i.in_stock"
 TABLES = ("items", "popular_items", "user_profiles", "user_similarities", "user_recommendations", "job_runs")
 
 
-# Per segment, the best `lim` rows that pass the request's filters, using the
-# (segment, score) index; a NULL parameter means "no such filter".
-POPULAR_SQL = f"""
-SELECT s.ord, x.popularity_score, x.item_id, x.price, x.category, x.platform, x.geo_id, x.in_stock
+# Per segment, the best `lim` rows that pass the request's filters, read along the
+# (segment, score) index; a NULL parameter means "no such filter". popular_items lists
+# in-stock items only, hence the constant in_stock.
+POPULAR_SQL = """
+SELECT s.ord, x.popularity_score, x.item_id, x.price, x.item_category, x.platform, x.item_geo_id, true
 FROM unnest(%(geo)s::int[], %(gender)s::text[], %(age)s::text[], %(cat)s::text[])
      WITH ORDINALITY AS s(geo, gender, age, cat, ord)
 CROSS JOIN LATERAL (
-    SELECT {ITEM_COLS}, p.popularity_score
-    FROM popular_items p JOIN items i ON i.item_id = p.item_id
+    SELECT p.item_id, p.price, p.item_category, p.platform, p.item_geo_id, p.popularity_score
+    FROM popular_items p
     WHERE p.geo_id = s.geo AND p.gender = s.gender AND p.age_group = s.age AND p.category = s.cat
-      AND i.in_stock
-      AND (%(pf)s::float8 IS NULL OR i.price >= %(pf)s::float8)
-      AND (%(pt)s::float8 IS NULL OR i.price <= %(pt)s::float8)
-      AND (%(fc)s::text IS NULL OR i.category = %(fc)s::text)
-      AND (%(fg)s::int IS NULL OR i.geo_id IS NULL OR i.geo_id = %(fg)s::int)
+      AND (%(pf)s::float8 IS NULL OR p.price >= %(pf)s::float8)
+      AND (%(pt)s::float8 IS NULL OR p.price <= %(pt)s::float8)
+      AND (%(fc)s::text IS NULL OR p.item_category = %(fc)s::text)
+      AND (%(fg)s::int IS NULL OR p.item_geo_id IS NULL OR p.item_geo_id = %(fg)s::int)
     ORDER BY p.popularity_score DESC, p.item_id
     LIMIT %(lim)s
 ) x

@@ -114,10 +114,18 @@ def _write(settings: Settings, tables: dict, progress=None) -> int:
         conn.close()
 
 
+POPULAR_COLUMNS = ["geo_id", "gender", "age_group", "category", "item_id", "popularity_score", "item_category",
+                   "price", "platform", "item_geo_id"]
+
+
 def refresh_popular_items(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None) -> dict:
     with job_run("popular_items", settings, cache) as result:
         snap = snapshot or read_snapshot(settings)
         pop = compute_popular(snap.pairs(settings), snap.demographics(), snap.items, top_n=settings.popular_top_n)
+        attrs = snap.items[["item_id", "category", "price", "platform", "geo_id"]].rename(
+            columns={"category": "item_category", "geo_id": "item_geo_id"})
+        pop = pop.merge(attrs, on="item_id", how="left")
+        pop["item_geo_id"] = pop["item_geo_id"].astype("Int64")
         items = snap.items.copy()
         items["geo_id"] = items["geo_id"].astype("Int64")
         stats = pd.DataFrame({"name": list(snap.stats), "value": list(snap.stats.values())})
@@ -128,9 +136,7 @@ def refresh_popular_items(settings: Settings, cache: Cache, snapshot: Snapshot |
                            "target_age", "created_at"],
                           frame_chunks(items, ["item_id", "price", "category", "platform", "geo_id", "in_stock",
                                                "target_gender", "target_age", "created_at"])),
-                "popular_items": (["geo_id", "gender", "age_group", "category", "item_id", "popularity_score"],
-                                  frame_chunks(pop, ["geo_id", "gender", "age_group", "category", "item_id",
-                                                     "popularity_score"])),
+                "popular_items": (POPULAR_COLUMNS, frame_chunks(pop, POPULAR_COLUMNS)),
                 "main_db_stats": (["name", "value"], frame_chunks(stats, ["name", "value"])),
             },
             progress,
