@@ -6,7 +6,7 @@ from functools import cached_property
 from shared.cache import Cache, make_client
 from shared.db import API_CONNECT_TIMEOUT_S, LazyConnection, connect_main, connect_recs
 from shared.settings import Settings
-from shared.store import SqlSource
+from shared.store import SqlSource, prepare
 
 REDIS_TIMEOUT_S = 0.25
 
@@ -17,12 +17,13 @@ class Services:
 
     @cached_property
     def cache(self) -> Cache:
-        return Cache(make_client(self.settings.recommendations_redis_url, timeout_s=REDIS_TIMEOUT_S))
+        return Cache(make_client(self.settings.recommendations_redis_url, timeout_s=REDIS_TIMEOUT_S),
+                     generation_check_s=self.settings.generation_check_ms / 1000)
 
     @cached_property
     def recs_db(self) -> LazyConnection:
-        return LazyConnection(lambda: connect_recs(self.settings, statement_timeout_ms=self.settings.db_timeout_ms,
-                                                   application_name="recs-api"))
+        return LazyConnection(lambda: prepare(connect_recs(
+            self.settings, statement_timeout_ms=self.settings.db_timeout_ms, application_name="recs-api")))
 
     @cached_property
     def source(self) -> SqlSource:

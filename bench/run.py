@@ -296,6 +296,42 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+BENCHMARKS_HEADER = """# Benchmarks
+
+Produced by `make bench PRESET=tiny|default|large` (`python -m bench.run`), which loads
+the preset into its own databases if needed, runs the full refresh in a child process
+(wall time per job, peak RSS), then starts the API under the production gunicorn
+config (`deploy/gunicorn.conf.py`, 2 sync workers) and loads it with wrk: a bare
+Flask app doing one Redis GET under the same config (the ceiling a cache hit can
+reach), cache hits on both endpoints, and cache misses per algorithm (every request
+carries a never-repeating `price_from`, so it misses). Request mixes cover many
+segments, users from each interaction bucket, filters and pages.
+
+**Figures differ between machines; compare ratios measured in the same run** (e.g.
+cache-hit RPS / baseline RPS), not absolute numbers across machines. wrk, PostgreSQL,
+Redis and the API share the same cores here, so absolute numbers are pessimistic.
+
+Raw results: `bench/results/<preset>.json` (latency blocks at concurrency 8, the full
+grid under `grid`), `.md` and `.png` (latency distributions).
+"""
+
+
+def write_benchmarks_md() -> None:
+    parts = [BENCHMARKS_HEADER]
+    for preset in ("tiny", "default", "large"):
+        json_path = RESULTS / f"{preset}.json"
+        if not json_path.exists():
+            parts.append(f"### `{preset}`\n\nNot measured yet: `make bench PRESET={preset}`.\n")
+            continue
+        result = json.loads(json_path.read_text())
+        m = result["machine"]
+        parts.append(f"Machine: {m['cpus']} cores, {m['processor']}, {m['platform']}, Python {m['python']}; "
+                     f"wrk {result['seconds_per_run']} s per run.\n")
+        parts.append(markdown(result))
+        parts.append(f"![{preset} latency](bench/results/{preset}.png)\n")
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=["tiny", "default", "large"], default="tiny")
@@ -386,6 +422,7 @@ def main(argv=None) -> int:
     (RESULTS / f"{args.preset}.md").write_text(markdown(result))
     plot(result, RESULTS / f"{args.preset}.png")
     shutil.rmtree(tmp, ignore_errors=True)
+    write_benchmarks_md()
     print(markdown(result))
     print(f"bench: wrote {RESULTS / (args.preset + '.json')}")
     return 0

@@ -1,9 +1,14 @@
 """The Redis cache: keys, generations, TTLs, counters and cleanup.
 
 Every cached list lives under a key that embeds the generation of the data it was
-built from. A refresh bumps its kind's generation, which makes old keys unreachable
-at once; they then expire on their TTL, and cleanup_cache() removes the dead ones
-early with SCAN (never KEYS). Every key written here has a TTL.
+built from. A refresh bumps its kind's generation, which makes old keys unreachable;
+they then expire on their TTL, and cleanup_cache() removes the dead ones early with
+SCAN (never KEYS). Every key written here has a TTL.
+
+A cache hit is one Redis GET. Each process re-reads the generations at most every
+`generation_check_s` (GENERATION_CHECK_MS, default 1 s), so a refresh reaches every
+web worker within that time, and it flushes its hit/miss counters in the same round
+trip. Counting per request in Redis would cost a second round trip per hit.
 
 Redis being down is not an error for the request path: calls raise CacheUnavailable
 quickly (short socket timeouts, and a one-second breaker after a failure) and the
@@ -37,23 +42,6 @@ def _stats_key(now: float | None = None) -> str:
     return f"{PREFIX}stats:{day}"
 
 
-# One round trip per request: read the generations, build the key, GET it and count
-# the request. (Reads keys not passed in KEYS: fine on a standalone Redis, which is
-# what this service uses; a Redis Cluster would need hash-tagged keys.)
-LOOKUP_LUA = """
-local gp = redis.call('GET', 'recs:gen:popular') or '0'
-local gu = redis.call('GET', 'recs:gen:profiles') or '0'
-local gs = redis.call('GET', 'recs:gen:similarities') or '0'
-local key
-if ARGV[1] == 'pop' then
-  key = 'recs:pop:' .. gp .. ':' .. ARGV[2]
-else
-  key = 'recs:pers:' .. gp .. '.' .. gu .. '.' .. gs .. ':' .. ARGV[2]
-end
-redis.call('HINCRBY', ARGV[3], 'requests', 1)
-redis.call('EXPIRE', ARGV[3], ARGV[4])
-return {key, redis.call('GET', key), gp, gu, gs}
-"""
 POPULAR, PERSONALIZED = "pop", "pers"
 
 
@@ -66,13 +54,23 @@ def personalized_suffix(user_id: int, geo_id: int, filters_key: str) -> str:
     return f"{user_id}:{geo_id}:{filters_key}"
 
 
+def list_key(kind: str, suffix: str, gens: dict) -> str:
+    if kind == POPULAR:
+        return f"{PREFIX}pop:{gens['popular']}:{suffix}"
+    return f"{PREFIX}pers:{gens['popular']}.{gens['profiles']}.{gens['similarities']}:{suffix}"
+
+
 class Cache:
-    def __init__(self, client: redis.Redis, breaker_s: float = 1.0):
+    def __init__(self, client: redis.Redis, breaker_s: float = 1.0, generation_check_s: float = 0.0):
         self.client = client
         self._breaker_s = breaker_s
         self._failed_at = 0.0
         self._lock = threading.Lock()
-        self._lookup = client.register_script(LOOKUP_LUA)
+        self._generation_check_s = generation_check_s
+        self._gens: dict | None = None
+        self._gens_at = 0.0
+        self._requests = 0
+        self._misses = 0
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
@@ -84,10 +82,37 @@ class Cache:
                 self._failed_at = time.monotonic()
             raise CacheUnavailable(str(exc)) from exc
 
+    def generations(self) -> dict:
+        """Current generations, re-read at most every generation_check_s; flushes counters."""
+        now = time.monotonic()
+        if self._gens is not None and now - self._gens_at < self._generation_check_s:
+            return self._gens
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS])
+            requests, misses = self._requests, self._misses
+            if requests or misses:
+                key = _stats_key()
+                pipe.hincrby(key, "requests", requests)
+                pipe.hincrby(key, "misses", misses)
+                pipe.expire(key, STATS_TTL_S)
+            values = pipe.execute()[0]
+            self._requests -= requests
+            self._misses -= misses
+            return {k: (v.decode() if v else "0") for k, v in zip(GEN_KINDS, values)}
+
+        self._gens = self._call(run)
+        self._gens_at = now
+        return self._gens
+
     def lookup(self, kind: str, suffix: str) -> tuple[str, bytes | None, dict]:
-        """(key, cached value or None, generations) in one round trip; counts the request."""
-        key, value, *gens = self._call(lambda: self._lookup(args=[kind, suffix, _stats_key(), STATS_TTL_S]))
-        return key.decode(), value, {k: g.decode() for k, g in zip(GEN_KINDS, gens)}
+        """(key, cached value or None, generations); counts the request."""
+        gens = self.generations()
+        key = list_key(kind, suffix, gens)
+        value = self.get(key)
+        self._requests += 1
+        return key, value, gens
 
     def get(self, key: str) -> bytes | None:
         return self._call(lambda: self.client.get(key))
@@ -96,15 +121,8 @@ class Cache:
         self._call(lambda: self.client.set(key, value, ex=ttl_s))
 
     def store_miss(self, key: str, value: bytes, ttl_s: int) -> None:
-        def run():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.set(key, value, ex=ttl_s)
-            stats = _stats_key()
-            pipe.hincrby(stats, "misses", 1)
-            pipe.expire(stats, STATS_TTL_S)
-            pipe.execute()
-
-        self._call(run)
+        self._misses += 1
+        self.set(key, value, ttl_s)
 
     def bump(self, kind: str) -> str:
         """New generation for a data kind: a timestamp, so an expired counter never rewinds."""
@@ -137,6 +155,9 @@ class Cache:
         return deleted
 
     def stats(self) -> dict:
+        self._gens = None  # flush this process's counters first
+        self.generations()
+
         def run():
             counters = self.client.hgetall(_stats_key())
             try:

@@ -27,7 +27,10 @@ def connect_main(settings: Settings, statement_timeout_ms: int = 0, connect_time
 
 
 def connect_recs(settings: Settings, statement_timeout_ms: int = 0, application_name: str = "recs"):
-    options = f"-c statement_timeout={int(statement_timeout_ms)}" if statement_timeout_ms else None
+    # The API's connections (the ones with a statement timeout) use generic plans for
+    # their prepared statements: the same plan fits every parameter value.
+    options = (f"-c statement_timeout={int(statement_timeout_ms)} -c plan_cache_mode=force_generic_plan"
+               if statement_timeout_ms else None)
     return psycopg2.connect(
         settings.recommendations_database_url,
         options=options,

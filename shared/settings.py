@@ -88,6 +88,7 @@ class Settings:
     decay_half_life_days: float
     similarity_shards: int
     db_timeout_ms: int
+    generation_check_ms: int
     basic_auth_username: str
     basic_auth_password: str
     flower_basic_auth: str
@@ -143,6 +144,7 @@ def load_settings(env=None) -> Settings:
         decay_half_life_days=_float(env, "DECAY_HALF_LIFE_DAYS", 60.0, 0.1, 36500.0),
         similarity_shards=_int(env, "SIMILARITY_SHARDS", 1, 1, 1024),
         db_timeout_ms=_int(env, "DB_TIMEOUT_MS", 2000, 50, 600000),
+        generation_check_ms=_int(env, "GENERATION_CHECK_MS", 1000, 0, 60000),
         basic_auth_username=auth_user,
         basic_auth_password=auth_pass,
         flower_basic_auth=env.get("FLOWER_BASIC_AUTH", ""),

@@ -13,77 +13,98 @@ ITEM_COLS = "i.item_id, i.price, i.category, i.platform, i.geo_id, i.in_stock"
 TABLES = ("items", "popular_items", "user_profiles", "user_similarities", "user_recommendations", "job_runs")
 
 
-# Per segment, the best `lim` rows that pass the request's filters, read along the
+# The serving queries are PREPAREd once per connection (prepare() below): planning
+# the join and LATERAL queries cost more than executing them. Parameters are positional.
+
+# Per segment, the best $9 rows that pass the request's filters, read along the
 # (segment, score) index; a NULL parameter means "no such filter". popular_items lists
 # in-stock items only, hence the constant in_stock.
 POPULAR_SQL = """
 SELECT s.ord, x.popularity_score, x.item_id, x.price, x.item_category, x.platform, x.item_geo_id, true
-FROM unnest(%(geo)s::int[], %(gender)s::text[], %(age)s::text[], %(cat)s::text[])
-     WITH ORDINALITY AS s(geo, gender, age, cat, ord)
+FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS s(geo, gender, age, cat, ord)
 CROSS JOIN LATERAL (
     SELECT p.item_id, p.price, p.item_category, p.platform, p.item_geo_id, p.popularity_score
     FROM popular_items p
     WHERE p.geo_id = s.geo AND p.gender = s.gender AND p.age_group = s.age AND p.category = s.cat
-      AND (%(pf)s::float8 IS NULL OR p.price >= %(pf)s::float8)
-      AND (%(pt)s::float8 IS NULL OR p.price <= %(pt)s::float8)
-      AND (%(fc)s::text IS NULL OR p.item_category = %(fc)s::text)
-      AND (%(fg)s::int IS NULL OR p.item_geo_id IS NULL OR p.item_geo_id = %(fg)s::int)
+      AND ($5::float8 IS NULL OR p.price >= $5::float8)
+      AND ($6::float8 IS NULL OR p.price <= $6::float8)
+      AND ($7::text IS NULL OR p.item_category = $7::text)
+      AND ($8::int IS NULL OR p.item_geo_id IS NULL OR p.item_geo_id = $8::int)
     ORDER BY p.popularity_score DESC, p.item_id
-    LIMIT %(lim)s
+    LIMIT $9
 ) x
 ORDER BY s.ord, x.popularity_score DESC, x.item_id
 """
+
+PROFILE_SQL = """
+SELECT interaction_count, preferred_categories, preferred_platforms, avg_price, liked_item_ids,
+       gender, age_group, geo_id
+FROM user_profiles WHERE user_id = $1
+"""
+
+# The user's precomputed list, in order, with each item's current catalogue row.
+COLLABORATIVE_SQL = f"""
+SELECT r.score, {ITEM_COLS}
+FROM user_recommendations u
+CROSS JOIN LATERAL unnest(u.item_ids, u.scores) WITH ORDINALITY AS r(item_id, score, ord)
+JOIN items i ON i.item_id = r.item_id
+WHERE u.user_id = $1
+ORDER BY r.ord
+"""
+
+STATEMENTS = {
+    "recs_popular": ("int[], text[], text[], text[], float8, float8, text, int, int", POPULAR_SQL),
+    "recs_profile": ("bigint", PROFILE_SQL),
+    "recs_collaborative": ("bigint", COLLABORATIVE_SQL),
+}
+
+
+def prepare(conn):
+    """PREPARE the serving statements on a new connection; returns it.
+
+    A prepared statement survives the workers' table swaps: PostgreSQL re-analyses it
+    when a table it uses is dropped and replaced.
+    """
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name, (types, text) in STATEMENTS.items():
+            cur.execute(f"PREPARE {name} ({types}) AS {text}")
+    return conn
 
 
 class SqlSource:
     def __init__(self, run):
         self.run = run
 
+    def _rows(self, statement: str, params: tuple, one: bool = False):
+        placeholders = ", ".join(["%s"] * len(params))
+
+        def fetch(cur):
+            cur.execute(f"EXECUTE {statement} ({placeholders})", params)
+            return cur.fetchone() if one else cur.fetchall()
+
+        return self.run(fetch)
+
     def popular(self, segments, filters=None, limit=None):
         if not segments:
             return {}
         f = filters or Filters()
-        params = {
-            "geo": [seg[0] for seg in segments], "gender": [seg[1] for seg in segments],
-            "age": [seg[2] for seg in segments], "cat": [seg[3] for seg in segments],
-            "pf": f.price_from, "pt": f.price_to, "fc": f.category, "fg": f.geo_id, "lim": limit,
-        }
-
-        def fetch(cur):
-            cur.execute(POPULAR_SQL, params)
-            return cur.fetchall()
-
+        params = ([seg[0] for seg in segments], [seg[1] for seg in segments], [seg[2] for seg in segments],
+                  [seg[3] for seg in segments], f.price_from, f.price_to, f.category, f.geo_id, limit)
         out: dict[tuple, list] = {}
-        for row in self.run(fetch):
+        for row in self._rows("recs_popular", params):
             out.setdefault(segments[row[0] - 1], []).append((Item(*row[2:]), row[1]))
         return out
 
     def profile(self, user_id):
-        def fetch(cur):
-            cur.execute(
-                "SELECT interaction_count, preferred_categories, preferred_platforms, avg_price, liked_item_ids, "
-                "gender, age_group, geo_id FROM user_profiles WHERE user_id = %s",
-                (user_id,),
-            )
-            return cur.fetchone()
-
-        row = self.run(fetch)
+        row = self._rows("recs_profile", (user_id,), one=True)
         if row is None:
             return None
         return Profile(user_id, row[0], row[1] or {}, row[2] or {}, row[3], frozenset(row[4] or ()), row[5], row[6],
                        row[7])
 
     def collaborative(self, user_id):
-        def fetch(cur):
-            cur.execute(
-                f"SELECT r.score, {ITEM_COLS} FROM user_recommendations u "
-                "CROSS JOIN LATERAL unnest(u.item_ids, u.scores) WITH ORDINALITY AS r(item_id, score, ord) "
-                "JOIN items i ON i.item_id = r.item_id WHERE u.user_id = %s ORDER BY r.ord",
-                (user_id,),
-            )
-            return cur.fetchall()
-
-        return [(Item(*row[1:]), row[0]) for row in self.run(fetch)]
+        return [(Item(*row[1:]), row[0]) for row in self._rows("recs_collaborative", (user_id,))]
 
 
 def table_counts(cur) -> dict:

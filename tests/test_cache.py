@@ -34,6 +34,7 @@ def test_every_key_has_a_ttl(cache):
     cache.bump("profiles")
     key, _, _ = cache.lookup(POPULAR, popular_suffix((0, "any", "any", "any"), "f"))
     cache.store_miss(key, b"[]", 900)
+    cache.stats()  # flushes the counters
     keys = list(cache.client.scan_iter("*"))
     assert len(keys) == 3  # generation, counters, the list
     for key in keys:
@@ -52,6 +53,15 @@ def test_cleanup_drops_dead_generations_only(cache):
     assert cache.cleanup(batch=100) == 2500
     assert cache.client.exists(live) and cache.client.exists(live_pers)
     assert not any(cache.client.exists(k) for k in dead[:50])
+
+
+def test_generations_are_reread_after_the_check_interval():
+    client = fakeredis.FakeRedis()
+    slow = Cache(client, generation_check_s=3600)
+    first = slow.lookup(POPULAR, "x")[0]
+    Cache(client).bump("popular")
+    assert slow.lookup(POPULAR, "x")[0] == first  # within the interval: the process's snapshot
+    assert Cache(client).lookup(POPULAR, "x")[0] != first  # a fresh check sees the bump
 
 
 def test_hit_rate(cache):
