@@ -287,9 +287,14 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} | {conc} | {b['rps']:.0f} | {b['p50_ms']:.2f} | {b['p90_ms']:.2f} | "
                          f"{b['p99_ms']:.2f} | {server} | {b['non2xx'] + b['socket_errors']} |")
     r = result["refresh"]
-    lines += ["", f"Refresh: popular {r['popular_s']} s, profiles {r['profiles_s']} s, similarities "
-                  f"{r['similarities_s']} s, read {r['read_s']} s, total {r['total_s']} s, peak RSS {r['peak_rss_mb']} MB.",
-              f"API worker RSS (MB): after warm-up {result['api_worker_rss_mb']['after_warmup']}, "
+    lines.append("")
+    if r.get("skipped"):
+        lines.append("Refresh: not run in this bench (--no-refresh).")
+    else:
+        lines.append(f"Refresh: popular {r['popular_s']} s, profiles {r['profiles_s']} s, similarities "
+                     f"{r['similarities_s']} s, read {r['read_s']} s, total {r['total_s']} s, "
+                     f"peak RSS {r['peak_rss_mb']} MB.")
+    lines += [f"API worker RSS (MB): after warm-up {result['api_worker_rss_mb']['after_warmup']}, "
               f"after load {result['api_worker_rss_mb']['after_load']}.",
               f"Cache-hit throughput vs baseline at c=8: popular {result['ratios']['hit_popular_vs_baseline']}, "
               f"personalized {result['ratios']['hit_personalized_vs_baseline']}.", ""]
@@ -336,6 +341,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=["tiny", "default", "large"], default="tiny")
     parser.add_argument("--seconds", type=int, default=None, help="wrk duration per run")
+    parser.add_argument("--no-refresh", action="store_true",
+                        help="serve what the bench DB already holds (for quick iterations; refresh figures omitted)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (3 if args.preset == "tiny" else 10)
     if not shutil.which("wrk"):
@@ -359,7 +366,7 @@ def main(argv=None) -> int:
     api = baseline = None
     try:
         print("bench: full refresh", flush=True)
-        refresh_result = refresh(env)
+        refresh_result = {"skipped": True} if args.no_refresh else refresh(env)
         print(f"bench: refresh {refresh_result}", flush=True)
         users = pick_users(recs_url)
         mixes = request_mixes(users)

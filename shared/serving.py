@@ -16,7 +16,7 @@ POPULAR = "popular"
 CONTENT_BASED = "content_based"
 COLLABORATIVE = "collaborative"
 CONTENT_CATEGORIES = 3  # a profile's top categories used for content-based candidates
-CONTENT_CANDIDATES = 60  # popular items per (segment, category) list scored for content-based
+CONTENT_CANDIDATES = 40  # popular items per (segment, category) list scored for content-based
 PRICE_SIGMA = 0.6  # width, in log-price, of a user's price comfort zone
 
 
@@ -59,12 +59,14 @@ class Profile:
 
 
 class Source(Protocol):
-    def popular(self, segments: list[tuple], filters: Filters | None = None,
-                limit: int | None = None) -> dict[tuple, list[tuple[Item, float]]]:
+    def popular(self, segments: list[tuple], filters: Filters | None = None, limit: int | None = None,
+                skip=()) -> dict[tuple, list[tuple[Item, float]]]:
         """Ranked (item, score) per requested segment; absent segments are left out.
 
-        filters and limit are hints a source may use to return fewer rows (the SQL
-        source applies them in the query); callers still check every item with allowed().
+        filters, skip (ids not wanted) and limit (rows wanted per segment after both) are
+        hints a source may use to return fewer rows; the SQL source applies them in the
+        query. A source may ignore all three: callers still check every item with
+        allowed() and de-duplicate.
         """
 
     def profile(self, user_id: int) -> Profile | None: ...
@@ -101,6 +103,10 @@ class Ranked:
         self._seen: set[int] = set()
 
     @property
+    def listed(self) -> frozenset:
+        return frozenset(self._seen)
+
+    @property
     def full(self) -> bool:
         return len(self.ids) >= self.size
 
@@ -125,8 +131,7 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple) -> None:
     for seg in fallback_chain(*segment):
         if ranked.full:
             break
-        # Enough rows even if every item already listed or excluded shows up again.
-        lists = source.popular([seg], ranked.filters, ranked.size + len(ranked.exclude))
+        lists = source.popular([seg], ranked.filters, ranked.size - len(ranked.ids), ranked.exclude | ranked.listed)
         ranked.extend(POPULAR, (item for item, _ in lists.get(seg, ())))
 
 
@@ -159,7 +164,7 @@ def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment:
     for cat in categories:
         chain = fallback_chain(geo, gender, age, cat)
         segments.extend(seg for seg in (chain[0], chain[-1]) if seg not in segments)
-    lists = source.popular(segments, ranked.filters, CONTENT_CANDIDATES)
+    lists = source.popular(segments, ranked.filters, CONTENT_CANDIDATES, ranked.exclude)
     candidates = [pair for seg in segments for pair in lists.get(seg, ())]
     ranked.extend(CONTENT_BASED, (item for item, _ in content_based_scores(profile, candidates)))
 

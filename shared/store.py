@@ -16,7 +16,8 @@ TABLES = ("items", "popular_items", "user_profiles", "user_similarities", "user_
 # The serving queries are PREPAREd once per connection (prepare() below): planning
 # the join and LATERAL queries cost more than executing them. Parameters are positional.
 
-# Per segment, the best $9 rows that pass the request's filters, read along the
+# Per segment, the best $9 rows that pass the request's filters and are not in $10
+# (liked or already listed), read along the
 # (segment, score) index; a NULL parameter means "no such filter". popular_items lists
 # in-stock items only, hence the constant in_stock.
 POPULAR_SQL = """
@@ -30,6 +31,7 @@ CROSS JOIN LATERAL (
       AND ($6::float8 IS NULL OR p.price <= $6::float8)
       AND ($7::text IS NULL OR p.item_category = $7::text)
       AND ($8::int IS NULL OR p.item_geo_id IS NULL OR p.item_geo_id = $8::int)
+      AND NOT (p.item_id = ANY($10::bigint[]))
     ORDER BY p.popularity_score DESC, p.item_id
     LIMIT $9
 ) x
@@ -53,7 +55,7 @@ ORDER BY r.ord
 """
 
 STATEMENTS = {
-    "recs_popular": ("int[], text[], text[], text[], float8, float8, text, int, int", POPULAR_SQL),
+    "recs_popular": ("int[], text[], text[], text[], float8, float8, text, int, int, bigint[]", POPULAR_SQL),
     "recs_profile": ("bigint", PROFILE_SQL),
     "recs_collaborative": ("bigint", COLLABORATIVE_SQL),
 }
@@ -85,12 +87,12 @@ class SqlSource:
 
         return self.run(fetch)
 
-    def popular(self, segments, filters=None, limit=None):
+    def popular(self, segments, filters=None, limit=None, skip=()):
         if not segments:
             return {}
         f = filters or Filters()
         params = ([seg[0] for seg in segments], [seg[1] for seg in segments], [seg[2] for seg in segments],
-                  [seg[3] for seg in segments], f.price_from, f.price_to, f.category, f.geo_id, limit)
+                  [seg[3] for seg in segments], f.price_from, f.price_to, f.category, f.geo_id, limit, list(skip))
         out: dict[tuple, list] = {}
         for row in self._rows("recs_popular", params):
             out.setdefault(segments[row[0] - 1], []).append((Item(*row[2:]), row[1]))

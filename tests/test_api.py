@@ -64,6 +64,18 @@ def test_empty_body_is_global_popular(client):
     assert r.status_code == 200 and r.get_json()["items"]
 
 
+def test_prepared_statements_survive_a_table_swap(client, tiny_env):
+    from shared.cache import Cache
+    from shared.settings import load_settings
+    from workers import pipeline
+
+    assert client.post("/popular", json={"user_params": {"geo_id": 2}}).status_code == 200
+    settings = load_settings(tiny_env)
+    pipeline.refresh_popular_items(settings, Cache(redis.Redis.from_url(settings.recommendations_redis_url)))
+    r = client.post("/popular", json={"user_params": {"geo_id": 54}, "filters": {"price_to": 99999}})
+    assert r.status_code == 200 and r.get_json()["items"] and r.get_json()["cache_hit"] is False
+
+
 def test_pages_never_overlap_or_skip(client, tiny_env):
     user = users_by_count(tiny_env)["many"]
     whole = client.post("/personalized", json={"user_id": user, "geo_id": 213,

@@ -187,7 +187,7 @@ def peer_recommender(pairs: pd.DataFrame, peer: PeerConfig):
 
     def recommend(user_ids, n):
         rows = [index[u] for u in user_ids]
-        ids, _ = model.recommend(np.array(rows), matrix[rows], N=n, filter_already_liked_items=True)
+        ids, _ = model.recommend(np.array(rows), matrix[rows].tocsr(), N=n, filter_already_liked_items=True)
         return {u: [int(item_ids[j]) for j in r if j >= 0] for u, r in zip(user_ids, ids)}
 
     return recommend, set(index)

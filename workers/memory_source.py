@@ -33,8 +33,8 @@ class MemorySource:
         self._profiles = profiles.set_index("user_id")
         self._recs = {int(r.user_id): (r.item_ids, r.scores) for r in recs.itertuples(index=False)}
 
-    def popular(self, segments, filters=None, limit=None):
-        # filters/limit are row-saving hints for the SQL source; serving filters every item itself.
+    def popular(self, segments, filters=None, limit=None, skip=()):
+        # filters/limit/skip are row-saving hints for the SQL source; serving filters every item itself.
         out = {}
         for seg in segments:
             seg = (int(seg[0]), seg[1], seg[2], seg[3])
