@@ -39,8 +39,10 @@ ALTER TABLE popular_items ADD COLUMN IF NOT EXISTS item_category text NOT NULL D
 ALTER TABLE popular_items ADD COLUMN IF NOT EXISTS price double precision;
 ALTER TABLE popular_items ADD COLUMN IF NOT EXISTS platform text;
 ALTER TABLE popular_items ADD COLUMN IF NOT EXISTS item_geo_id integer;
-CREATE INDEX IF NOT EXISTS popular_items_segment_rank
-    ON popular_items (geo_id, gender, age_group, category, popularity_score DESC);
+-- The serving order (score, then id) straight from the index: a LIMIT stops early.
+DROP INDEX IF EXISTS popular_items_segment_rank;
+CREATE INDEX IF NOT EXISTS popular_items_segment_order
+    ON popular_items (geo_id, gender, age_group, category, popularity_score DESC, item_id);
 
 -- One row per user with interactions. Swapped.
 CREATE TABLE IF NOT EXISTS user_profiles (

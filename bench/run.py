@@ -109,7 +109,7 @@ class Gunicorn:
         self.handle = open(log, "w")
         self.proc = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", app],
-            cwd=ROOT, env={**os.environ, **env, "PORT": str(self.port), "WEB_CONCURRENCY": "2"},
+            cwd=ROOT, env={**os.environ, **env, "PORT": str(self.port)},
             stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{self.port}"

@@ -121,6 +121,9 @@ def compute_popular(
     if not out:
         return pd.DataFrame(columns=list(DIMS) + ["category", "item_id", "popularity_score"])
     result = pd.concat(out, ignore_index=True).drop_duplicates(list(DIMS) + ["category", "item_id"])
+    # Row order = serving order, so each list is contiguous on disk once loaded.
+    result = result.sort_values(list(DIMS) + ["category", "score", "item_id"],
+                                ascending=[True, True, True, True, False, True], kind="stable")
     return result.rename(columns={"score": "popularity_score"})[
         ["geo_id", "gender", "age_group", "category", "item_id", "popularity_score"]
     ]
