@@ -28,7 +28,7 @@ broker_transport_options = {"visibility_timeout": 7200}
 broker_connection_retry_on_startup = True
 worker_hijack_root_logger = False
 
-task_routes = {job.task: {"queue": QUEUE} for job in JOBS.values()}
+task_routes = {"recs.*": {"queue": QUEUE}}
 task_default_queue = QUEUE
 
 beat_schedule = {

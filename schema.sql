@@ -85,6 +85,19 @@ CREATE TABLE IF NOT EXISTS main_db_stats (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Output of similarity shards computed by separate Celery workers (SIMILARITY_SHARDS > 1):
+-- each shard stores the CSV chunks it would COPY; recs.merge_user_similarities swaps
+-- them all in at once. Rows live only between a shard's finish and the merge.
+CREATE UNLOGGED TABLE IF NOT EXISTS similarity_shard_results (
+    run_tag     text NOT NULL,
+    shard       integer NOT NULL,
+    target      text NOT NULL,
+    chunk_no    integer NOT NULL,
+    csv         text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_tag, shard, target, chunk_no)
+);
+
 -- One row per job run.
 CREATE TABLE IF NOT EXISTS job_runs (
     id           bigserial PRIMARY KEY,

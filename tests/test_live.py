@@ -81,18 +81,28 @@ def test_gunicorn_access_log_is_key_value(live_api):
                      proc.output()), proc.output()[-2000:]
 
 
-def test_celery_worker_runs_refresh_all(hand_env):
+def test_celery_worker_runs_refresh_all_and_sharded_similarities(hand_env):
     seed(hand_env["MAIN_DATABASE_URL"], "tiny", 7, replace=True, quiet=True)
-    worker = start_worker(hand_env)
+    recs = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    worker = start_worker(dict(hand_env, SIMILARITY_SHARDS="2"))
     try:
         app = Celery("test", broker=hand_env["CELERY_BROKER_URL"], backend=hand_env["CELERY_RESULT_BACKEND"])
-        result = app.send_task("recs.refresh_all", queue="recs")
-        outcome = result.get(timeout=180)
+        outcome = app.send_task("recs.refresh_all", queue="recs").get(timeout=180)
+        assert outcome["status"] == "success", worker.output()[-3000:]
+        for table in ("items", "popular_items", "user_profiles", "user_similarities", "user_recommendations"):
+            assert query(recs, f"SELECT count(*) FROM {table}")[0][0] > 0, table
+        # With SIMILARITY_SHARDS=2 the scheduled job fans out to shard tasks and a merge.
+        dispatched = app.send_task("recs.update_user_similarities", queue="recs").get(timeout=60)
+        assert dispatched["status"] == "dispatched" and dispatched["shards"] == 2
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            done = query(recs, "SELECT count(*) FROM job_runs WHERE job = 'user_similarities' AND status = 'success'")
+            if done[0][0] >= 2:
+                break
+            time.sleep(0.5)
         log = worker.output()
     finally:
         worker.stop()
-    assert outcome["status"] == "success", log[-3000:]
-    recs = hand_env["RECOMMENDATIONS_DATABASE_URL"]
-    for table in ("items", "popular_items", "user_profiles", "user_similarities", "user_recommendations"):
-        assert query(recs, f"SELECT count(*) FROM {table}")[0][0] > 0, table
+    assert done[0][0] >= 2, log[-3000:]
     assert "job=refresh_all status=success" in log
+    assert "job=user_similarities_shard shard=1/2" in log and "job=user_similarities_shard shard=0/2" in log

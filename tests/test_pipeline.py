@@ -178,3 +178,27 @@ def test_cleanup_removes_stale_rows(hand_env):
     assert result["deleted_rows"] == 3
     assert query(url, "SELECT user_id FROM user_recommendations") == [(1,)]
     assert query(url, "SELECT user_id FROM user_similarities") == [(1,)]
+
+
+def test_sharded_similarities_merge_to_the_same_tables(hand_env):
+    from deploy.seed import seed
+
+    seed(hand_env["MAIN_DATABASE_URL"], "tiny", 11, replace=True, quiet=True)
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    one = load_settings(hand_env)
+    pipeline.update_user_similarities(one, cache_for(one))
+    whole = query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2")
+    whole_recs = query(url, "SELECT user_id, item_ids FROM user_recommendations ORDER BY 1")
+    three = load_settings(dict(hand_env, SIMILARITY_SHARDS="3"))
+    pipeline.compute_similarity_shard(three, 0, 3, "t1")
+    pipeline.compute_similarity_shard(three, 2, 3, "t1")
+    with pytest.raises(RuntimeError, match="2 of 3 shards"):
+        pipeline.merge_similarity_shards(three, cache_for(three), "t1", 3)
+    assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole  # untouched
+    pipeline.compute_similarity_shard(three, 1, 3, "t1")
+    pipeline.compute_similarity_shard(three, 1, 3, "t1")  # a retried shard replaces its output
+    result = pipeline.merge_similarity_shards(three, cache_for(three), "t1", 3)
+    assert result["rows"] == len(whole) + len(whole_recs)
+    assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole
+    assert query(url, "SELECT user_id, item_ids FROM user_recommendations ORDER BY 1") == whole_recs
+    assert query(url, "SELECT count(*) FROM similarity_shard_results")[0][0] == 0

@@ -162,31 +162,90 @@ def similarity_config(settings: Settings) -> SimilarityConfig:
     return SimilarityConfig(k=settings.max_similar_users, list_size=min(settings.recommendation_list_size, 100))
 
 
+SIMILARITY_COLUMNS = {
+    "user_similarities": ["user_id", "similar_user_id", "similarity_score"],
+    "user_recommendations": ["user_id", "item_ids", "scores"],
+}
+
+
+def _similarity_chunks(snap: Snapshot, settings: Settings, shard: int, shards: int) -> dict:
+    """CSV chunks for user_similarities and user_recommendations, for one shard of users."""
+    in_stock = snap.items.loc[snap.items["in_stock"], "item_id"].to_numpy()
+    sims, recs = compute_similarities(snap.pairs(settings), in_stock, similarity_config(settings), shard, shards)
+    recs_out = pd.DataFrame({
+        "user_id": recs["user_id"],
+        "item_ids": recs["item_ids"].map(_pg_array),
+        "scores": recs["scores"].map(lambda a: _pg_array(np.round(a, 5))),
+    })
+    frames = {"user_similarities": sims, "user_recommendations": recs_out}
+    return {table: list(frame_chunks(frames[table], cols)) for table, cols in SIMILARITY_COLUMNS.items()}
+
+
 def update_user_similarities(settings: Settings, cache: Cache, snapshot: Snapshot | None = None,
                              progress=None) -> dict:
+    """All shards in this process, one after another (bounded memory), then one swap."""
     with job_run("user_similarities", settings, cache) as result:
         snap = snapshot or read_snapshot(settings)
-        in_stock = snap.items.loc[snap.items["in_stock"], "item_id"].to_numpy()
-        cfg = similarity_config(settings)
-        parts = [compute_similarities(snap.pairs(settings), in_stock, cfg, shard, settings.similarity_shards)
+        parts = [_similarity_chunks(snap, settings, shard, settings.similarity_shards)
                  for shard in range(settings.similarity_shards)]
-        sims = pd.concat([p[0] for p in parts], ignore_index=True)
-        recs = pd.concat([p[1] for p in parts], ignore_index=True)
-        recs_out = pd.DataFrame({
-            "user_id": recs["user_id"],
-            "item_ids": recs["item_ids"].map(_pg_array),
-            "scores": recs["scores"].map(lambda a: _pg_array(np.round(a, 5))),
-        })
-        result["rows"] = _write(
-            settings,
-            {
-                "user_similarities": (["user_id", "similar_user_id", "similarity_score"],
-                                      frame_chunks(sims, ["user_id", "similar_user_id", "similarity_score"])),
-                "user_recommendations": (["user_id", "item_ids", "scores"],
-                                         frame_chunks(recs_out, ["user_id", "item_ids", "scores"])),
-            },
-            progress,
-        )
+        tables = {table: (cols, [chunk for part in parts for chunk in part[table]])
+                  for table, cols in SIMILARITY_COLUMNS.items()}
+        result["rows"] = _write(settings, tables, progress)
+        cache.bump("similarities")
+    return result
+
+
+def compute_similarity_shard(settings: Settings, shard: int, shards: int, run_tag: str) -> int:
+    """One shard, for a separate worker: store its CSV chunks until the merge. Returns rows."""
+    snap = read_snapshot(settings)
+    chunks = _similarity_chunks(snap, settings, shard, shards)
+    conn = connect_recs(settings, application_name=f"recs-similarity-shard-{shard}")
+    rows = 0
+    try:
+        with conn.cursor() as cur:
+            # A retried shard replaces its own earlier output.
+            cur.execute("DELETE FROM similarity_shard_results WHERE run_tag = %s AND shard = %s", (run_tag, shard))
+            for table, parts in chunks.items():
+                for n, chunk in enumerate(parts):
+                    text = chunk.getvalue()
+                    rows += text.count("\n")
+                    cur.execute("INSERT INTO similarity_shard_results (run_tag, shard, target, chunk_no, csv) "
+                                "VALUES (%s, %s, %s, %s, %s)", (run_tag, shard, table, n, text))
+        conn.commit()
+    finally:
+        conn.close()
+    log.info("job=user_similarities_shard shard=%s/%s run=%s rows=%s", shard, shards, run_tag, rows)
+    return rows
+
+
+def merge_similarity_shards(settings: Settings, cache: Cache, run_tag: str, shards: int) -> dict:
+    """Swap every shard's output in at once; refuses if a shard is missing."""
+    with job_run("user_similarities", settings, cache) as result:
+        conn = connect_recs(settings, application_name="recs-similarity-merge")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(DISTINCT shard) FROM similarity_shard_results WHERE run_tag = %s",
+                            (run_tag,))
+                done = cur.fetchone()[0]
+                if done != shards:
+                    raise RuntimeError(f"similarity run {run_tag}: {done} of {shards} shards finished")
+
+            def chunks(table):
+                # A server-side cursor streams one stored chunk at a time.
+                with conn.cursor(name=f"shard_chunks_{table}") as cur:
+                    cur.itersize = 1
+                    cur.execute("SELECT csv FROM similarity_shard_results WHERE run_tag = %s AND target = %s "
+                                "ORDER BY shard, chunk_no", (run_tag, table))
+                    for (text,) in cur:
+                        yield io.StringIO(text)
+
+            tables = {table: (cols, chunks(table)) for table, cols in SIMILARITY_COLUMNS.items()}
+            result["rows"] = bulk.replace_tables(conn, tables)
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM similarity_shard_results WHERE run_tag = %s", (run_tag,))
+            conn.commit()
+        finally:
+            conn.close()
         cache.bump("similarities")
     return result
 
@@ -199,6 +258,8 @@ STALE_SQL = (
     "DELETE FROM user_similarities s WHERE NOT EXISTS "
     "(SELECT 1 FROM user_profiles p WHERE p.user_id = s.user_id AND p.interaction_count >= 3)",
     "DELETE FROM job_runs WHERE started_at < now() - interval '30 days'",
+    # Output of shards whose merge never came (a shard failed): kept a day for inspection.
+    "DELETE FROM similarity_shard_results WHERE created_at < now() - interval '1 day'",
 )
 
 

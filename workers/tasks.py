@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import psycopg2
 import redis
-from celery import shared_task
+from celery import chord, shared_task
 
 from shared.cache import Cache, make_client
 from shared.jobs import JOBS
@@ -14,6 +15,8 @@ from workers import pipeline
 
 log = logging.getLogger("recs.tasks")
 _cache: Cache | None = None
+SHARD_TASK = "recs.user_similarities_shard"
+MERGE_TASK = "recs.merge_user_similarities"
 TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
 
 
@@ -59,8 +62,34 @@ def _task(job_name: str, fn):
     return task
 
 
+def _update_user_similarities(settings, cache):
+    """In this worker, or, with SIMILARITY_SHARDS > 1, as a chord of shard tasks any worker
+    (on any machine) can take, merged by recs.merge_user_similarities."""
+    shards = settings.similarity_shards
+    if shards == 1:
+        return pipeline.update_user_similarities(settings, cache)
+    run_tag = uuid.uuid4().hex
+    chord(similarity_shard.s(shard, shards, run_tag) for shard in range(shards))(
+        merge_similarities.s(run_tag, shards))
+    log.info("job=user_similarities status=dispatched shards=%s run=%s", shards, run_tag)
+    return {"status": "dispatched", "rows": 0, "shards": shards, "run_tag": run_tag}
+
+
 refresh_popular_items = _task("popular_items", pipeline.refresh_popular_items)
 update_user_profiles = _task("user_profiles", pipeline.update_user_profiles)
-update_user_similarities = _task("user_similarities", pipeline.update_user_similarities)
+update_user_similarities = _task("user_similarities", _update_user_similarities)
 cleanup_cache = _task("cleanup_cache", pipeline.cleanup_cache)
 refresh_all = _task("refresh_all", pipeline.refresh_all)
+
+
+@shared_task(name=SHARD_TASK, bind=True, acks_late=True, soft_time_limit=3300, time_limit=3600,
+             autoretry_for=TRANSIENT, retry_backoff=10, retry_backoff_max=300, max_retries=3)
+def similarity_shard(self, shard: int, shards: int, run_tag: str):
+    return pipeline.compute_similarity_shard(get_settings(), shard, shards, run_tag)
+
+
+@shared_task(name=MERGE_TASK, bind=True, acks_late=True, soft_time_limit=1700, time_limit=1800,
+             autoretry_for=TRANSIENT, retry_backoff=10, retry_backoff_max=300, max_retries=3)
+def merge_similarities(self, shard_rows, run_tag: str, shards: int):
+    return _run(lambda settings, cache: pipeline.merge_similarity_shards(settings, cache, run_tag, shards),
+                "user_similarities")
