@@ -200,7 +200,8 @@ def peer_recommender(pairs: pd.DataFrame, peer: PeerConfig):
 
 
 def evaluate(ds: Dataset, quantile: float = 0.8, cfg: WeightConfig | None = None,
-             sim_cfg: SimilarityConfig | None = None, top_n: int = 200, seed: int = 7, progress=print) -> dict:
+             sim_cfg: SimilarityConfig | None = None, top_n: int = 200, seed: int = 7, progress=print,
+             max_users: int | None = None, with_peer: bool = True) -> dict:
     cfg = cfg or WeightConfig()
     sim_cfg = sim_cfg or SimilarityConfig(list_size=100)
     progress = progress or (lambda message: None)
@@ -217,12 +218,17 @@ def evaluate(ds: Dataset, quantile: float = 0.8, cfg: WeightConfig | None = None
     relevant = {u: set(g) - liked.get(u, set()) for u, g in test.groupby("user_id")["item_id"]}
     relevant = {u: r for u, r in relevant.items() if r}
     users = sorted(relevant)
+    if max_users and len(users) > max_users:  # a deterministic sample, for quick tuning runs
+        users = sorted(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
     geo = ds.users.set_index("user_id")["geo_id"] if "geo_id" in ds.users else pd.Series(dtype="Int64")
 
     toppop_order = pairs.groupby("item_id").size().sort_values(ascending=False, kind="stable").index.to_numpy()
     peer = PeerConfig()
-    peer_recommend, peer_users = peer_recommender(pairs, peer)
-    peer_lists = peer_recommend([u for u in users if u in peer_users], kmax)
+    if with_peer:
+        peer_recommend, peer_users = peer_recommender(pairs, peer)
+        peer_lists = peer_recommend([u for u in users if u in peer_users], kmax)
+    else:  # quick tuning runs: the peer is TopPop
+        peer_lists = {}
     rng = np.random.default_rng(seed)
     catalogue = np.array(sorted(train_items))
 
@@ -319,6 +325,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", choices=["main-db", "completejourney"], default=None,
                         help="built-in source instead of CSVs (default: the configured main DB)")
     parser.add_argument("--quantile", type=float, default=0.8, help="temporal split point (default 0.8)")
+    parser.add_argument("--max-users", type=int, default=None, help="evaluate a deterministic sample of test users")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if not 0.05 <= args.quantile <= 0.95:
@@ -329,7 +336,8 @@ def main(argv=None) -> int:
         ds = load_complete_journey()
     else:
         ds = load_main_db()
-    result = evaluate(ds, args.quantile, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    result = evaluate(ds, args.quantile, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                      max_users=args.max_users)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
     (args.out / "metrics.md").write_text(markdown(result))
