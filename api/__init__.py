@@ -4,13 +4,12 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
-import logging
 import os
-import time
 
-from flask import Flask, g, request
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
+from api.accesslog import AccessLog
 from api.http import error_response
 from api.serve import DatabaseUnavailable
 from api.services import Services
@@ -18,7 +17,6 @@ from api.validation import RequestError
 from shared.settings import load_settings
 
 MAX_BODY_BYTES = 64 * 1024
-access_log = logging.getLogger("recs.access")
 
 
 def _is_loopback(addr: str | None) -> bool:
@@ -57,7 +55,6 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.before_request
     def _guard():
-        g.started = time.perf_counter()
         if request.path == "/health":
             return None
         if auth_on:
@@ -69,14 +66,6 @@ def create_app(config: dict | None = None) -> Flask:
             return error_response(403, "forbidden", "admin endpoints answer loopback clients only "
                                                     "unless BASIC_AUTH_USERNAME/BASIC_AUTH_PASSWORD are set")
         return None
-
-    @app.after_request
-    def _log(response):
-        ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        access_log.info("method=%s path=%s status=%s algorithm=%s cache_hit=%s ms=%.2f", request.method,
-                        request.path, response.status_code, g.get("algorithm", "-"),
-                        str(g.get("cache_hit", "-")).lower(), ms)
-        return response
 
     @app.errorhandler(RequestError)
     def _bad_request(exc: RequestError):
@@ -99,4 +88,5 @@ def create_app(config: dict | None = None) -> Flask:
         app.logger.exception("unhandled error")
         return error_response(500, "internal_error", "internal error; see the server log")
 
+    app.wsgi_app = AccessLog(app.wsgi_app)
     return app

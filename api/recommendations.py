@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import orjson
-from flask import Blueprint, g
+from flask import Blueprint, request
 
+from api.accesslog import ALGORITHM, CACHE_HIT
 from api.http import json_body, json_response, services
 from api.serve import serve
 from api.validation import PersonalizedRequest, PopularRequest, parse, personalized_filters, popular_filters
@@ -14,8 +15,8 @@ bp = Blueprint("recommendations", __name__)
 
 
 def _finish(result: dict):
-    g.algorithm = result["algorithm_used"]
-    g.cache_hit = result["cache_hit"]
+    request.environ[ALGORITHM] = result["algorithm_used"]
+    request.environ[CACHE_HIT] = result["cache_hit"]
     return json_response(result)
 
 
