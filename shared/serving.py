@@ -17,6 +17,8 @@ CONTENT_BASED = "content_based"
 COLLABORATIVE = "collaborative"
 CONTENT_CATEGORIES = 3  # a profile's top categories used for content-based candidates
 CONTENT_CANDIDATES = 40  # popular items per (segment, category) list scored for content-based
+CONTENT_FLOOR = 0.5  # affinity of a category the user never touched (see content_based_scores)
+COLLABORATIVE_POPULARITY = 1.0  # weight of segment popularity in the collaborative score
 PRICE_SIGMA = 0.6  # width, in log-price, of a user's price comfort zone
 
 
@@ -123,6 +125,16 @@ class Ranked:
             self.sections.append((algorithm, start))
 
 
+def segment_popular(ranked: Ranked, source: Source, segment: tuple, limit: int) -> list[tuple[Item, float]]:
+    """The first non-empty list down the segment's fallback chain, minus what is excluded or listed."""
+    skip = ranked.exclude | ranked.listed
+    for seg in fallback_chain(*segment):
+        rows = source.popular([seg], ranked.filters, limit, skip).get(seg)
+        if rows:
+            return rows
+    return []
+
+
 def add_popular(ranked: Ranked, source: Source, segment: tuple) -> None:
     """Popular items for a segment, filling from broader segments down the fallback chain.
 
@@ -135,18 +147,33 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple) -> None:
         ranked.extend(POPULAR, (item for item, _ in lists.get(seg, ())))
 
 
-def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]]) -> list[tuple[Item, float]]:
-    """Score candidates by the profile: category and platform affinity, price comfort, popularity."""
-    top = max((s for _, s in candidates), default=0.0) or 1.0
+def _normalised(pairs) -> dict:
+    top = max((score for _, score in pairs), default=0.0) or 1.0
+    out = {}
+    for item, score in pairs:
+        if score / top > out.get(item.item_id, (None, -1.0))[1]:  # an item can come from two lists
+            out[item.item_id] = (item, score / top)
+    return out
+
+
+def _ranked(scored: dict) -> list[Item]:
+    return [item for item, _ in sorted(scored.values(), key=lambda pair: (-pair[1], pair[0].item_id))]
+
+
+def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]]) -> dict:
+    """Popularity re-ranked by the profile: category and platform affinity, price comfort.
+
+    CONTENT_FLOOR keeps popular items outside the user's few known categories in play:
+    one or two interactions say little, and a hard category filter loses to plain popularity.
+    """
     scored = {}
-    for item, pop in candidates:
-        score = (pop / top) * (0.05 + profile.categories.get(item.category, 0.0))
+    for item_id, (item, pop) in _normalised(candidates).items():
+        score = pop * (CONTENT_FLOOR + profile.categories.get(item.category, 0.0))
         score *= 0.5 + profile.platforms.get(item.platform, 0.0)
         if profile.avg_price and item.price:
             score *= math.exp(-(math.log(item.price / profile.avg_price) ** 2) / (2 * PRICE_SIGMA**2))
-        if score > scored.get(item.item_id, (None, -1.0))[1]:  # an item can come from two lists
-            scored[item.item_id] = (item, score)
-    return sorted(scored.values(), key=lambda pair: (-pair[1], pair[0].item_id))
+        scored[item_id] = (item, score)
+    return scored
 
 
 def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> None:
@@ -155,18 +182,31 @@ def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment:
         categories = [category]
     else:
         categories = sorted(profile.categories, key=lambda c: (-profile.categories[c], c))[:CONTENT_CATEGORIES]
-    if not categories:
-        return
-    # Candidates: the user's own segment and the global list of each category, in one read.
-    # The segment brings what people like them pick; the global list keeps thin segments
-    # from starving the ranking.
-    segments = []
+    # Candidates in one read: the user's segment overall and per preferred category, and
+    # each category's global list so a thin segment does not starve the ranking.
+    segments = [(geo, gender, age, category)]
     for cat in categories:
         chain = fallback_chain(geo, gender, age, cat)
         segments.extend(seg for seg in (chain[0], chain[-1]) if seg not in segments)
     lists = source.popular(segments, ranked.filters, CONTENT_CANDIDATES, ranked.exclude)
     candidates = [pair for seg in segments for pair in lists.get(seg, ())]
-    ranked.extend(CONTENT_BASED, (item for item, _ in content_based_scores(profile, candidates)))
+    ranked.extend(CONTENT_BASED, _ranked(content_based_scores(profile, candidates)))
+
+
+def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tuple) -> None:
+    """Neighbours' likes (the precomputed list), blended with the user's segment popularity.
+
+    score = collaborative / max + COLLABORATIVE_POPULARITY * popularity / max: the
+    neighbours decide among items, the segment's taste breaks their many near-ties.
+    """
+    scored = _normalised(source.collaborative(user_id))
+    if not scored:
+        return
+    if COLLABORATIVE_POPULARITY:
+        for item_id, (item, pop) in _normalised(segment_popular(ranked, source, segment, ranked.size)).items():
+            base = scored.get(item_id, (item, 0.0))[1]
+            scored[item_id] = (item, base + COLLABORATIVE_POPULARITY * pop)
+    ranked.extend(COLLABORATIVE, _ranked(scored))
 
 
 def popular_list(source: Source, segment: tuple, filters: Filters, size: int) -> Ranked:
@@ -198,7 +238,7 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
     segment = (geo, (profile.gender if profile else None) or ANY, (profile.age_group if profile else None) or ANY,
                filters.category or ANY)
     if algorithm == COLLABORATIVE:
-        ranked.extend(COLLABORATIVE, (item for item, _ in source.collaborative(user_id)))
+        add_collaborative(ranked, source, user_id, segment)
     elif algorithm == CONTENT_BASED:
         add_content_based(ranked, source, profile, segment)
     if not ranked.full:

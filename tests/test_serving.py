@@ -107,3 +107,38 @@ def test_zero_interaction_and_unknown_users_get_popular(source):
 def test_paginate(total, page, limit, expected):
     meta = paginate(total, page, limit)
     assert (meta["total_pages"], meta["has_next"], meta["has_previous"]) == expected
+
+
+def test_collaborative_score_blends_neighbours_with_segment_popularity():
+    from shared.serving import Item, Profile, Ranked, add_collaborative
+
+    a, b, c = (Item(i, 100.0, "books", "ozon", None, True) for i in (1, 2, 3))
+
+    class Source:
+        def collaborative(self, user_id):
+            return [(a, 1.0), (b, 0.5)]  # neighbours: a first
+
+        def popular(self, segments, filters=None, limit=None, skip=()):
+            return {segments[0]: [(b, 1.0), (c, 0.9)]}  # the segment prefers b
+
+        def profile(self, user_id):
+            return Profile(user_id, 5)
+
+    ranked = Ranked(10, Filters(), frozenset())
+    add_collaborative(ranked, Source(), 5, (213, "f", "any", "any"))
+    # b: 0.5 + 1.0 = 1.5; a: 1.0; c: 0.9. Only neighbours' items would give [a, b].
+    assert ranked.ids == [2, 1, 3]
+    assert ranked.sections == [("collaborative", 0)]
+
+
+def test_content_based_keeps_popular_items_of_other_categories_in_play():
+    from shared.serving import Item, Profile, content_based_scores
+
+    book = Item(1, 100.0, "books", "ozon", None, True)
+    toy = Item(2, 100.0, "toys", "ozon", None, True)
+    rare_book = Item(3, 100.0, "books", "ozon", None, True)
+    profile = Profile(9, 1, {"books": 1.0}, {"ozon": 1.0}, 100.0)
+    scores = content_based_scores(profile, [(toy, 1.0), (book, 0.5), (rare_book, 0.1)])
+    # book 0.5 * (0.5 + 1) = 0.75 > toy 1.0 * 0.5 = 0.5 > rare book 0.1 * 1.5 = 0.15
+    order = [item.item_id for item, _ in sorted(scores.values(), key=lambda p: -p[1])]
+    assert order == [1, 2, 3]

@@ -191,10 +191,15 @@ def peer_recommender(pairs: pd.DataFrame, peer: PeerConfig):
     index = {u: i for i, u in enumerate(users.categories)}
     item_ids = np.asarray(items.categories)
 
+    liked = pairs[pairs["liked"]].groupby("user_id")["item_id"].agg(set)
+    extra = int(liked.map(len).max()) if len(liked) else 0
+
     def recommend(user_ids, n):
+        # Same exclusion as the service and TopPop: liked items only (a clicked item may be liked later).
         rows = [index[u] for u in user_ids]
-        ids, _ = model.recommend(np.array(rows), matrix[rows].tocsr(), N=n, filter_already_liked_items=True)
-        return {u: [int(item_ids[j]) for j in r if j >= 0] for u, r in zip(user_ids, ids)}
+        ids, _ = model.recommend(np.array(rows), matrix[rows].tocsr(), N=n + extra, filter_already_liked_items=False)
+        return {u: [int(item_ids[j]) for j in r if j >= 0 and int(item_ids[j]) not in liked.get(u, ())][:n]
+                for u, r in zip(user_ids, ids)}
 
     return recommend, set(index)
 
