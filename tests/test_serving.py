@@ -109,8 +109,11 @@ def test_paginate(total, page, limit, expected):
     assert (meta["total_pages"], meta["has_next"], meta["has_previous"]) == expected
 
 
-def test_collaborative_score_blends_neighbours_with_segment_popularity():
+def test_collaborative_score_blends_neighbours_with_segment_popularity(monkeypatch):
+    import shared.serving
     from shared.serving import Item, Profile, Ranked, add_collaborative
+
+    monkeypatch.setattr(shared.serving, "COLLABORATIVE_POPULARITY", 1.0)
 
     a, b, c = (Item(i, 100.0, "books", "ozon", None, True) for i in (1, 2, 3))
 
