@@ -185,9 +185,12 @@ def peer_recommender(pairs: pd.DataFrame, peer: PeerConfig):
     items = pd.Categorical(pairs["item_id"])
     matrix = sp.csr_matrix((np.ones(len(pairs), np.float32), (users.codes, items.codes)),
                            shape=(len(users.categories), len(items.categories)))
+    from threadpoolctl import threadpool_limits
+
     model = AlternatingLeastSquares(factors=peer.factors, regularization=peer.regularization,
                                     iterations=peer.iterations, random_state=peer.random_state)
-    model.fit(matrix, show_progress=False)
+    with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads slow it down
+        model.fit(matrix, show_progress=False)
     index = {u: i for i, u in enumerate(users.categories)}
     item_ids = np.asarray(items.categories)
 
@@ -341,7 +344,13 @@ def main(argv=None) -> int:
         ds = load_complete_journey()
     else:
         ds = load_main_db()
-    result = evaluate(ds, args.quantile, progress=lambda m: print(m, file=sys.stderr, flush=True),
+    # The service's own settings (DECAY_HALF_LIFE_DAYS, LIKE_WEIGHT, MAX_SIMILAR_USERS, ...).
+    from shared.settings import load_settings
+    from workers.pipeline import similarity_config
+
+    settings = load_settings()
+    result = evaluate(ds, args.quantile, cfg=WeightConfig.from_settings(settings), sim_cfg=similarity_config(settings),
+                      top_n=settings.popular_top_n, progress=lambda m: print(m, file=sys.stderr, flush=True),
                       max_users=args.max_users)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
