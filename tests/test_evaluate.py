@@ -55,7 +55,12 @@ def _write_csvs(tmp_path):
         tmp_path / "users.csv", index=False)
 
 
-def test_end_to_end_on_csv(tmp_path):
+def test_end_to_end_on_csv(tmp_path, monkeypatch):
+    import shared.serving
+
+    # Neighbours alone: in this fixture everyone shares one segment, so segment
+    # popularity would mix the two groups and hide what the test is about.
+    monkeypatch.setattr(shared.serving, "COLLABORATIVE_POPULARITY", 0.0)
     _write_csvs(tmp_path)
     ds = load_csv(tmp_path / "i.csv", tmp_path / "items.csv", tmp_path / "users.csv")
     assert set(ds.users["age_group"]) == {"25-34"}
@@ -68,9 +73,7 @@ def test_end_to_end_on_csv(tmp_path):
         assert 0.0 <= all_[model]["recall"] <= 1.0
     assert result["at_k"]["10"]["3+"]["users"] == 60
     # The service follows the taste groups; random and TopPop cannot.
-    # (0.88 here: the collaborative score also weighs segment popularity, which in this
-    # fixture mixes both groups; before that blend it was 0.95.)
-    assert all_["service"]["recall"] >= 0.85
+    assert all_["service"]["recall"] >= 0.9
     assert all_["service"]["recall"] > all_["random"]["recall"]
     assert all_["service"]["recall"] > all_["toppop"]["recall"]
     assert 0 < result["coverage"]["service"] <= 1
