@@ -15,30 +15,25 @@ class SettingsError(ValueError):
     pass
 
 
-def _int(env, name, default, lo, hi):
+def _number(env, name, default, lo, hi, cast, kind):
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+        raise SettingsError(f"{name}={raw!r} is not {kind}") from None
     if not lo <= value <= hi:
         raise SettingsError(f"{name}={value} is out of range [{lo}, {hi}]")
     return value
+
+
+def _int(env, name, default, lo, hi):
+    return _number(env, name, default, lo, hi, int, "an integer")
 
 
 def _float(env, name, default, lo, hi):
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name}={value} is out of range [{lo}, {hi}]")
-    return value
+    return _number(env, name, default, lo, hi, float, "a number")
 
 
 def _url(env, name, default, schemes):
