@@ -8,7 +8,8 @@ from api.accesslog import ALGORITHM, CACHE_HIT
 from api.http import json_body, json_response, services
 from api.serve import serve
 from api.validation import PersonalizedRequest, PopularRequest, parse, personalized_filters, popular_filters
-from shared.cache import PERSONALIZED, POPULAR as POPULAR_KIND, PREFIX, CacheUnavailable, personalized_suffix, popular_suffix
+from shared.cache import (PERSONALIZED, POPULAR as POPULAR_KIND, CacheUnavailable, personalized_suffix,
+                          popular_suffix, profile_key)
 from shared.serving import POPULAR, Profile, personalized_list, popular_list
 
 bp = Blueprint("recommendations", __name__)
@@ -36,7 +37,7 @@ def popular():
 
 def _profile(s, gens, user_id: int) -> Profile | None:
     """The user's profile, cached for CACHE_TTL_USER_PROFILE under the profiles generation."""
-    key = f"{PREFIX}prof:{gens['profiles']}:{user_id}" if gens else None
+    key = profile_key(gens, user_id) if gens else None
     if key:
         try:
             raw = s.cache.get(key)

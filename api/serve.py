@@ -1,4 +1,4 @@
-"""Cache-through serving: one Redis round trip for generations, one GET, else compute from the DB.
+"""Cache-through serving: one Redis GET on a hit, else compute from the recommendations DB.
 
 The whole ranked, filtered list is cached under a key without the page, then sliced,
 so pages never overlap or skip. Redis down: compute from the DB, cache_hit false.
@@ -41,7 +41,7 @@ def serve(services, kind: str, suffix: str, compute, ttl_s: int, page: int, limi
     else:
         try:
             ranked, algorithm = compute(gens)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        except psycopg2.Error as exc:  # down, timed out, or (mis-deployed) schema missing: a 503, never a 500
             raise DatabaseUnavailable(str(exc).strip().splitlines()[0] if str(exc).strip() else "unavailable") from exc
         ids, sections = ranked.ids, ranked.sections
         if key is not None:

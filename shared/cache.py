@@ -26,7 +26,7 @@ PREFIX = "recs:"
 GEN_KINDS = ("popular", "profiles", "similarities")
 GEN_TTL_S = 30 * 86400
 STATS_TTL_S = 8 * 86400
-LIST_PATTERNS = (PREFIX + "pop:*", PREFIX + "pers:*")
+LIST_PATTERNS = (PREFIX + "pop:*", PREFIX + "pers:*", PREFIX + "prof:*")
 
 
 class CacheUnavailable(Exception):
@@ -52,6 +52,10 @@ def popular_suffix(segment: tuple, filters_key: str) -> str:
 
 def personalized_suffix(user_id: int, geo_id: int, filters_key: str) -> str:
     return f"{user_id}:{geo_id}:{filters_key}"
+
+
+def profile_key(gens: dict, user_id: int) -> str:
+    return f"{PREFIX}prof:{gens['profiles']}:{user_id}"
 
 
 def list_key(kind: str, suffix: str, gens: dict) -> str:
@@ -139,6 +143,7 @@ class Cache:
         live = {
             "pop": current["popular"],
             "pers": f"{current['popular']}.{current['profiles']}.{current['similarities']}",
+            "prof": current["profiles"],
         }
         deleted = 0
         for pattern in LIST_PATTERNS:

@@ -2,7 +2,8 @@
 import fakeredis
 import pytest
 
-from shared.cache import PERSONALIZED, POPULAR, Cache, CacheUnavailable, personalized_suffix, popular_suffix
+from shared.cache import (PERSONALIZED, POPULAR, Cache, CacheUnavailable, personalized_suffix, popular_suffix,
+                          profile_key)
 
 
 @pytest.fixture
@@ -50,7 +51,11 @@ def test_cleanup_drops_dead_generations_only(cache):
     live_pers = cache.lookup(PERSONALIZED, personalized_suffix(7, 0, "f"))[0]
     cache.client.set(live, b"x", ex=900)
     cache.client.set(live_pers, b"x", ex=900)
-    assert cache.cleanup(batch=100) == 2500
+    gens = cache.generations()
+    cache.client.set(profile_key(gens, 7), b"{}", ex=900)
+    cache.client.set(profile_key(dict(gens, profiles="old"), 7), b"{}", ex=900)
+    assert cache.cleanup(batch=100) == 2501
+    assert cache.client.exists(profile_key(gens, 7))
     assert cache.client.exists(live) and cache.client.exists(live_pers)
     assert not any(cache.client.exists(k) for k in dead[:50])
 
