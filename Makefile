@@ -51,7 +51,7 @@ run: db
 	$(VENV)/bin/honcho start -f Procfile
 
 test: venv services
-	@bash deploy/ensure-tools.sh ruby
+	@bash deploy/ensure-tools.sh ruby wrk
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv services

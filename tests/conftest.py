@@ -79,7 +79,8 @@ def redis_server(redis_server_factory):
 
 @pytest.fixture(scope="session")
 def databases():
-    names = {kind: f"recs_test_{RUN}_{kind}" for kind in ("main_tiny", "recs_tiny", "main_hand", "recs_hand")}
+    names = {kind: f"recs_test_{RUN}_{kind}"
+             for kind in ("main_tiny", "recs_tiny", "main_hand", "recs_hand", "main_bench", "recs_bench")}
     urls = {}
     try:
         for kind, name in names.items():

@@ -1,0 +1,31 @@
+"""`make bench PRESET=tiny` runs end to end and writes valid JSON (figures live in BENCHMARKS.md, not here)."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.live import ROOT
+
+
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed (apt-get install wrk)")
+def test_bench_tiny_writes_valid_results(databases, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--preset", "tiny", "--seconds", "1", "--repeats", "1",
+         "--main-url", databases["main_bench"], "--recs-url", databases["recs_bench"], "--results", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    result = json.loads((tmp_path / "tiny.json").read_text())
+    for key in ("preset", "machine", "when", "baseline", "cache_hit", "cache_miss", "api_worker_rss_mb", "errors",
+                "refresh"):
+        assert key in result, key
+    assert set(result["cache_hit"]) == {"popular", "personalized"}
+    assert set(result["cache_miss"]) == {"popular", "content_based", "collaborative"}
+    for block in [result["baseline"], *result["cache_hit"].values(), *result["cache_miss"].values()]:
+        assert block["rps"] > 0 and block["p50_ms"] <= block["p99_ms"]
+    assert set(result["grid"]["miss_collaborative"]) == {"1", "8", "32"}
+    assert result["refresh"]["total_s"] > 0 and result["refresh"]["peak_rss_mb"] > 0
+    assert result["errors"] == 0
+    assert (tmp_path / "tiny.png").stat().st_size > 0 and "| baseline |" in (tmp_path / "tiny.md").read_text()
