@@ -56,14 +56,15 @@ function setup(thread)
 end
 function init(args)
   thread_id = tid or 0
-  counter = thread_id * 7919
+  run_id = tonumber(args[1]) or 0
 end
 function request()
   counter = counter + 1
   local k = (counter % n) + 1
   local body = bodies[k]
   if unique then
-    body = string.gsub(body, "__NONCE__", string.format("0.000%d%09d", thread_id, counter))
+    -- Unique per run, thread and request: a later run must not hit what an earlier one cached.
+    body = string.gsub(body, "__NONCE__", string.format("0.%04d%d%09d", run_id, thread_id, counter))
   end
   return wrk.format("POST", paths[k], {["Content-Type"] = "application/json"}, body)
 end
@@ -140,10 +141,14 @@ class Gunicorn:
         self.handle.close()
 
 
+_RUNS = iter(range(1, 10**4))
+
+
 def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
     threads = min(connections, 2)
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url,
+         "--", str(next(_RUNS))],
         capture_output=True, text=True, timeout=seconds + 60,
     )
     line = next((l for l in out.stdout.splitlines() if l.startswith("WRKJSON ")), None)
