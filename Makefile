@@ -48,7 +48,7 @@ run: db
 	@if $(PY) -m deploy.stack has-data; then echo "main DB already has data; not seeding"; \
 	 else $(PY) -m deploy.seed --preset $(PRESET) --seed $(SEED); fi
 	$(PY) -m workers.refresh
-	$(VENV)/bin/honcho start -f Procfile
+	$(VENV)/bin/honcho start -f Procfile -p $${PORT:-8001}
 
 test: venv services
 	@bash deploy/ensure-tools.sh ruby wrk
