@@ -151,7 +151,7 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
          "--", str(next(_RUNS))],
         capture_output=True, text=True, timeout=seconds + 60,
     )
-    line = next((l for l in out.stdout.splitlines() if l.startswith("WRKJSON ")), None)
+    line = next((row for row in out.stdout.splitlines() if row.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
     raw = json.loads(line[len("WRKJSON "):])

@@ -1,6 +1,5 @@
 """Broken dependencies, really broken: a stopped Redis server, closed database ports."""
 import pytest
-import redis
 
 from api import create_app
 
