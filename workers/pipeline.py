@@ -114,6 +114,8 @@ def _write(settings: Settings, tables: dict, progress=None) -> int:
         conn.close()
 
 
+ITEM_COLUMNS = ["item_id", "price", "category", "platform", "geo_id", "in_stock", "target_gender", "target_age",
+                "created_at"]
 POPULAR_COLUMNS = ["geo_id", "gender", "age_group", "category", "item_id", "popularity_score", "item_category",
                    "price", "platform", "item_geo_id"]
 
@@ -132,10 +134,7 @@ def refresh_popular_items(settings: Settings, cache: Cache, snapshot: Snapshot |
         result["rows"] = _write(
             settings,
             {
-                "items": (["item_id", "price", "category", "platform", "geo_id", "in_stock", "target_gender",
-                           "target_age", "created_at"],
-                          frame_chunks(items, ["item_id", "price", "category", "platform", "geo_id", "in_stock",
-                                               "target_gender", "target_age", "created_at"])),
+                "items": (ITEM_COLUMNS, frame_chunks(items, ITEM_COLUMNS)),
                 "popular_items": (POPULAR_COLUMNS, frame_chunks(pop, POPULAR_COLUMNS)),
                 "main_db_stats": (["name", "value"], frame_chunks(stats, ["name", "value"])),
             },
