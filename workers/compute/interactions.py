@@ -14,7 +14,7 @@ from shared.demographics import AGE_GROUPS
 class WeightConfig:
     like_weight: float = 1.0
     click_weight: float = 0.3
-    half_life_days: float = 60.0
+    half_life_days: float = 40.0
 
     @classmethod
     def from_settings(cls, settings):
