@@ -1,32 +1,19 @@
 """Segments: genders, age groups and the 'any' sentinels shared by API, workers and evaluator."""
 from __future__ import annotations
 
-from datetime import date
+from bisect import bisect_right
 
 ANY = "any"
 ANY_GEO = 0
-GENDERS = ("m", "f")
 GENDER_ALIASES = {"m": "m", "f": "f", "male": "m", "female": "f"}
 AGE_GROUPS = ("18-24", "25-34", "35-44", "45-54", "55+")
+AGE_GROUP_STARTS = (18, 25, 35, 45, 55)  # first age of each group above; one definition for all callers
 
 
 def age_group_for_age(age: int) -> str | None:
     """The bucket for an age in years; None below 18 (no bucket is defined there)."""
-    if age < 18:
-        return None
-    if age <= 24:
-        return "18-24"
-    if age <= 34:
-        return "25-34"
-    if age <= 44:
-        return "35-44"
-    if age <= 54:
-        return "45-54"
-    return "55+"
-
-
-def age_on(birth_date: date, today: date) -> int:
-    return today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
+    index = bisect_right(AGE_GROUP_STARTS, age) - 1
+    return AGE_GROUPS[index] if index >= 0 else None
 
 
 def fallback_chain(geo_id: int, gender: str, age_group: str, category: str) -> list[tuple]:

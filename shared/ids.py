@@ -3,7 +3,6 @@
 Switching to UUIDs means changing this module and the id columns in schema.sql.
 """
 
-ID_SQL_TYPE = "bigint"
 MAX_ID = 2**63 - 1
 
 

@@ -7,7 +7,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from shared.demographics import AGE_GROUPS
+from shared.demographics import AGE_GROUP_STARTS, AGE_GROUPS
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,7 @@ def age_groups(birth_dates: pd.Series, today: date | None = None) -> pd.Series:
     age = today.year - born.dt.year - (
         (born.dt.month > today.month) | ((born.dt.month == today.month) & (born.dt.day > today.day))
     ).astype(float)
-    bins = [18, 25, 35, 45, 55, 200]
-    groups = pd.cut(age, bins=bins, right=False, labels=list(AGE_GROUPS))
+    groups = pd.cut(age, bins=[*AGE_GROUP_STARTS, np.inf], right=False, labels=list(AGE_GROUPS))
     return groups.astype(object).where(groups.notna(), None)
 
 
