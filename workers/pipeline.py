@@ -11,7 +11,7 @@ import io
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -41,9 +41,14 @@ class Snapshot:
     interactions: pd.DataFrame
     users: pd.DataFrame
     stats: dict
+    _pairs: dict = field(default_factory=dict, repr=False)
 
     def pairs(self, settings: Settings) -> pd.DataFrame:
-        return weighted(self.interactions, WeightConfig.from_settings(settings))
+        """Weighted (user, item) pairs, computed once per weighting: refresh_all shares them."""
+        cfg = WeightConfig.from_settings(settings)
+        if cfg not in self._pairs:
+            self._pairs[cfg] = weighted(self.interactions, cfg)
+        return self._pairs[cfg]
 
     def demographics(self) -> pd.DataFrame:
         return demographics(self.users)
