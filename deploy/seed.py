@@ -153,9 +153,13 @@ def _cluster_tastes(rng):
     return cat_w, plat_w
 
 
-def make_events(rng, users, items, n_events):
-    """(user_id, item_id, ts) for n_events interactions on public items."""
-    cat_w, plat_w = _cluster_tastes(rng)
+def make_events(rng, users, items, tastes, n_events):
+    """(user_id, item_id, ts) for n_events interactions on public items.
+
+    `tastes` (from _cluster_tastes) is drawn once per data set, so a cluster's clicks
+    and likes follow the same taste.
+    """
+    cat_w, plat_w = tastes
     active = users[users["activity"] > 0]
     p_user = active["activity"].to_numpy() / active["activity"].sum()
     ev_user_pos = rng.choice(len(active), size=n_events, p=p_user)
@@ -221,13 +225,14 @@ def generate(preset: Preset, seed: int):
     rng = np.random.default_rng(seed)
     users = make_users(rng, preset.users)
     items = make_items(rng, preset.public_items)
-    clicks = make_events(rng, users, items, preset.clicks)
+    tastes = _cluster_tastes(rng)
+    clicks = make_events(rng, users, items, tastes, preset.clicks)
     # A user likes an item once: draw like events until enough distinct pairs exist.
-    likes = make_events(rng, users, items, preset.likes).drop_duplicates(["user_id", "item_id"])
+    likes = make_events(rng, users, items, tastes, preset.likes).drop_duplicates(["user_id", "item_id"])
     for _ in range(8):
         if len(likes) >= preset.likes:
             break
-        more = make_events(rng, users, items, preset.likes - len(likes) + preset.likes // 4)
+        more = make_events(rng, users, items, tastes, preset.likes - len(likes) + preset.likes // 4)
         likes = pd.concat([likes, more]).drop_duplicates(["user_id", "item_id"])
     likes = likes.head(preset.likes)
     return users, items, likes, clicks

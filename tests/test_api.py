@@ -10,7 +10,7 @@ import redis
 from api import create_app
 from tests.conftest import query
 
-POPULAR_BODY = {"user_params": {"gender": "f", "age": "25-34", "category": "electronics", "geo_id": 213},
+POPULAR_BODY = {"user_params": {"gender": "f", "age": "25-34", "category": "fashion", "geo_id": 213},
                 "filters": {"price_from": 500, "price_to": 20000}, "pagination": {"page": 1, "limit": 20}}
 
 
@@ -41,7 +41,7 @@ def test_popular_contract_and_filters(client, tiny_env):
     assert set(body["pagination"]) == {"page", "limit", "total_pages", "has_next", "has_previous"}
     assert body["algorithm_used"] == "popular" and body["cache_hit"] is False and body["items"]
     for item_id, price, category, geo, in_stock in item_rows(tiny_env, body["items"]).values():
-        assert 500 <= price <= 20000 and category == "electronics" and geo in (None, 213) and in_stock
+        assert 500 <= price <= 20000 and category == "fashion" and geo in (None, 213) and in_stock
     again = client.post("/popular", json=POPULAR_BODY).get_json()
     assert again["cache_hit"] is True and again["items"] == body["items"]
 

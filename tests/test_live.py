@@ -27,7 +27,7 @@ class RecommendationClient
 end
 out = {
   popular: RecommendationClient.get_popular_items(
-    user_params: { gender: "f", age: "25-34", category: "electronics", geo_id: 213 },
+    user_params: { gender: "f", age: "25-34", category: "fashion", geo_id: 213 },
     filters: { price_from: 500, price_to: 20000 }, pagination: { page: 1, limit: 20 }),
   personalized: RecommendationClient.get_personalized_recommendations(
     user_id: ARGV[0].to_i, geo_id: 213, filters: { price_from: 100, price_to: 100000 }, pagination: { page: 2, limit: 5 }),
