@@ -81,6 +81,7 @@ class Settings:
     like_weight: float
     click_weight: float
     decay_half_life_days: float
+    taste_half_life_days: float
     similarity_shards: int
     db_timeout_ms: int
     generation_check_ms: int
@@ -136,7 +137,8 @@ def load_settings(env=None) -> Settings:
         recommendation_list_size=list_size,
         like_weight=_float(env, "LIKE_WEIGHT", 1.0, 0.0, 100.0),
         click_weight=_float(env, "CLICK_WEIGHT", 0.3, 0.0, 100.0),
-        decay_half_life_days=_float(env, "DECAY_HALF_LIFE_DAYS", 40.0, 0.1, 36500.0),
+        decay_half_life_days=_float(env, "DECAY_HALF_LIFE_DAYS", 20.0, 0.1, 36500.0),
+        taste_half_life_days=_float(env, "TASTE_HALF_LIFE_DAYS", 90.0, 0.1, 36500.0),
         similarity_shards=_int(env, "SIMILARITY_SHARDS", 1, 1, 1024),
         db_timeout_ms=_int(env, "DB_TIMEOUT_MS", 2000, 50, 600000),
         generation_check_ms=_int(env, "GENERATION_CHECK_MS", 1000, 0, 60000),

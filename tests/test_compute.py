@@ -39,6 +39,17 @@ def test_weighted_decays_and_weights_likes_above_clicks():
     assert dict(zip(pairs["item_id"], pairs["liked"])) == {10: True, 11: False, 12: True}
 
 
+def test_pair_weighs_its_strongest_signal_on_two_clocks():
+    # A like plus repeated clicks on one item is one interest: the like's weight, not a sum.
+    pairs = weighted(inter([(1, 10, NOW, "like"), (1, 10, NOW, "click"), (1, 10, NOW - DAY, "click"),
+                            (2, 10, NOW - 40 * DAY, "like"), (2, 11, NOW, "click")]),
+                     WeightConfig(like_weight=1.0, click_weight=0.3, half_life_days=20, taste_half_life_days=40))
+    w = {(u, i): (a, b) for u, i, a, b in zip(pairs["user_id"], pairs["item_id"], pairs["weight"], pairs["taste_weight"])}
+    assert w[(1, 10)] == pytest.approx((1.0, 1.0))
+    assert w[(2, 10)] == pytest.approx((0.25, 0.5))  # two half-lives on the demand clock, one on the taste clock
+    assert w[(2, 11)] == pytest.approx((0.3, 0.3))
+
+
 def test_interaction_count_is_distinct_items_liked_or_clicked():
     pairs = weighted(inter([(1, 10, NOW, "like"), (1, 10, NOW, "click"), (1, 10, NOW, "click"), (1, 11, NOW, "click"),
                             (2, 10, NOW, "click")]), WeightConfig())
@@ -106,9 +117,9 @@ def test_profile_weights_prices_and_likes():
     events = inter([(1, 1, NOW, "like"), (1, 2, NOW, "like"), (1, 3, NOW, "like"), (1, 3, NOW, "click")])
     prof = compute_profiles(weighted(events, WeightConfig(like_weight=1.0, click_weight=1.0)), users, CATALOG)
     p1 = prof.set_index("user_id").loc[1]
-    # Weights: books 1+1, beauty 1+1 (like and click): half each.
-    assert json.loads(p1["preferred_categories"]) == {"beauty": 0.5, "books": 0.5}
-    assert json.loads(p1["preferred_platforms"]) == {"ozon": 0.5, "wildberries": 0.5}
+    # Weights: books 1+1 (two items), beauty 1 (one item: its like and click are one interest).
+    assert json.loads(p1["preferred_categories"]) == {"books": 0.6667, "beauty": 0.3333}
+    assert json.loads(p1["preferred_platforms"]) == {"ozon": 0.6667, "wildberries": 0.3333}
     assert p1["interaction_count"] == 3
     assert p1["avg_price"] == pytest.approx((500 + 900 + 1500) / 3, abs=0.01)
     assert (p1["price_min"], p1["price_max"]) == (500.0, 1500.0)
@@ -136,6 +147,22 @@ def test_top_neighbour_no_self_pairs_and_liked_excluded():
     r1 = recs.set_index("user_id").loc[1]
     assert set(r1["item_ids"]) == {4, 6}  # neighbours' items, never 1-3 which user 1 liked
     assert 1 not in recs.set_index("user_id").loc[2]["item_ids"]
+
+
+def test_neighbours_are_chosen_on_the_taste_clock_and_vote_on_the_demand_clock():
+    # User 2 shared user 1's taste 200 days ago and likes item 7 now; user 3 shares one item now.
+    rows = [(1, i, NOW, "like") for i in (1, 2, 3)]
+    rows += [(2, 1, NOW - 200 * DAY, "like"), (2, 2, NOW - 200 * DAY, "like"), (2, 7, NOW, "like")]
+    rows += [(3, 3, NOW, "like"), (3, 8, NOW, "like")]
+
+    def top_neighbour_and_list(taste_days):
+        pairs = weighted(inter(rows), WeightConfig(half_life_days=20, taste_half_life_days=taste_days))
+        sims, recs = compute_similarities(pairs, in_stock_items=range(1, 10), cfg=SimilarityConfig(k=1))
+        user1 = recs.set_index("user_id").loc[1]
+        return sims.set_index("user_id").loc[1, "similar_user_id"], list(user1["item_ids"])
+
+    assert top_neighbour_and_list(taste_days=365) == (2, [7])  # lasting taste wins; it votes for what is fresh
+    assert top_neighbour_and_list(taste_days=20) == (3, [8])  # on one fast clock, the old co-likes have faded
 
 
 def test_out_of_stock_items_never_in_collaborative_lists_and_shards_cover_all():

@@ -12,23 +12,36 @@ from shared.demographics import AGE_GROUP_STARTS, AGE_GROUPS
 
 @dataclass(frozen=True)
 class WeightConfig:
+    """How much one interaction says, and how fast that fades.
+
+    Two clocks: `half_life_days` for what is in demand now (popularity, neighbours'
+    votes, profiles) and `taste_half_life_days` for who is like whom (similarities):
+    trends pass in weeks, taste changes over months.
+    """
+
     like_weight: float = 1.0
     click_weight: float = 0.3
-    half_life_days: float = 40.0
+    half_life_days: float = 20.0
+    taste_half_life_days: float = 90.0
 
     @classmethod
     def from_settings(cls, settings):
-        return cls(settings.like_weight, settings.click_weight, settings.decay_half_life_days)
+        return cls(settings.like_weight, settings.click_weight, settings.decay_half_life_days,
+                   settings.taste_half_life_days)
 
 
 def weighted(inter: pd.DataFrame, cfg: WeightConfig, ref_ts: float | None = None) -> pd.DataFrame:
-    """One row per (user_id, item_id): decayed weight, liked flag, last ts.
+    """One row per (user_id, item_id): decayed `weight` and `taste_weight`, liked flag, last ts.
+
+    A pair weighs as much as its strongest signal (max, not sum): a like plus three
+    clicks, or a weekly repeat purchase, is one user's interest in one item, and
+    summing would let a few heavy users make an item look popular.
 
     Decay is measured from `ref_ts` (default: the newest interaction), so a data set
     replayed later, or a train split, decays the same way.
     """
     if inter.empty:
-        return pd.DataFrame({"user_id": [], "item_id": [], "weight": [], "liked": [], "ts": []})
+        return pd.DataFrame({"user_id": [], "item_id": [], "weight": [], "taste_weight": [], "liked": [], "ts": []})
     ref = inter["ts"].max() if ref_ts is None else ref_ts
     is_like = (inter["type"] == "like").to_numpy()
     base = np.where(is_like, cfg.like_weight, cfg.click_weight)
@@ -38,12 +51,13 @@ def weighted(inter: pd.DataFrame, cfg: WeightConfig, ref_ts: float | None = None
             "user_id": inter["user_id"].to_numpy(),
             "item_id": inter["item_id"].to_numpy(),
             "weight": base * np.power(0.5, age_days / cfg.half_life_days),
+            "taste_weight": base * np.power(0.5, age_days / cfg.taste_half_life_days),
             "liked": is_like,
             "ts": inter["ts"].to_numpy(),
         }
     )
     return frame.groupby(["user_id", "item_id"], sort=False, as_index=False).agg(
-        weight=("weight", "sum"), liked=("liked", "max"), ts=("ts", "max")
+        weight=("weight", "max"), taste_weight=("taste_weight", "max"), liked=("liked", "max"), ts=("ts", "max")
     )
 
 

@@ -1,13 +1,15 @@
 """User-user cosine similarity and the collaborative list each user is served.
 
-Users are rows of a sparse user x item matrix of decayed like/click weights. Columns
-are IDF-weighted (a co-like of a niche item says more than one of a bestseller),
+Users are rows of a sparse user x item matrix of like/click weights decayed on the
+slow "taste" clock (weighted()'s taste_weight). Columns are IDF-weighted (a co-like of a niche item says more than one of a bestseller),
 rows L2-normalised with scikit-learn, and the top-k cosine neighbours per user come
 from sparse_dot_topn, which computes the same cosine as sklearn's cosine_similarity
 but keeps only the top k per row in C++ threads instead of materialising the product.
 
-The collaborative list is sum_v sim(u, v)^alpha * w(v, i) over u's neighbours v,
-without u's liked items and without out-of-stock items, top `list_size`.
+The collaborative list is sum_v sim(u, v)^alpha * w(v, i) over u's neighbours v, with
+w on the fast "demand" clock (weighted()'s weight): neighbours are chosen by lasting
+taste and vote with what they want now. u's liked items and out-of-stock items are
+left out; the top `list_size` are kept.
 
 The work is split into shards of query users (row index % shards == shard), each
 processed in chunks, so memory stays bounded and shards can run on separate workers.
@@ -37,7 +39,8 @@ class SimilarityConfig:
 
 @dataclass
 class Matrix:
-    X: sp.csr_matrix  # users x items, decayed weights
+    X: sp.csr_matrix  # users x items, weights decayed for demand (votes)
+    T: sp.csr_matrix  # users x items, weights decayed for taste (similarity)
     liked: sp.csr_matrix  # users x items, 1 where the user liked the item
     user_ids: np.ndarray
     item_ids: np.ndarray
@@ -50,16 +53,18 @@ def build_matrix(pairs: pd.DataFrame) -> Matrix:
     shape = (len(users.categories), len(items.categories))
     rows, cols = users.codes, items.codes
     X = sp.csr_matrix((pairs["weight"].to_numpy(np.float32), (rows, cols)), shape=shape)
+    taste = pairs["taste_weight"] if "taste_weight" in pairs else pairs["weight"]
+    T = sp.csr_matrix((taste.to_numpy(np.float32), (rows, cols)), shape=shape)
     liked_mask = pairs["liked"].to_numpy(bool)
     liked = sp.csr_matrix(
         (np.ones(liked_mask.sum(), np.float32), (rows[liked_mask], cols[liked_mask])), shape=shape
     )
     counts = np.diff(X.indptr)
-    return Matrix(X, liked, np.asarray(users.categories), np.asarray(items.categories), counts)
+    return Matrix(X, T, liked, np.asarray(users.categories), np.asarray(items.categories), counts)
 
 
 def _similarity_rows(m: Matrix, cfg: SimilarityConfig) -> sp.csr_matrix:
-    X = m.X.astype(np.float32)
+    X = m.T.astype(np.float32)
     if cfg.idf:
         df = np.bincount(X.indices, minlength=X.shape[1])
         idf = np.log((1.0 + X.shape[0]) / (1.0 + df)).astype(np.float32) + 1.0
