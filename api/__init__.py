@@ -10,13 +10,13 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from api.accesslog import AccessLog
-from api.http import error_response
+from api.fastpath import FastPath
+from api.http import (INTERNAL_ERROR, MAX_BODY_BYTES, database_error_payload, error_response, json_response,
+                      request_error_payload, too_large_payload)
 from api.serve import DatabaseUnavailable
 from api.services import Services
 from api.validation import RequestError
 from shared.settings import load_settings
-
-MAX_BODY_BYTES = 64 * 1024
 
 
 def _is_loopback(addr: str | None) -> bool:
@@ -69,24 +69,24 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.errorhandler(RequestError)
     def _bad_request(exc: RequestError):
-        message = "; ".join(f"{e['field']}: {e['rule']}" for e in exc.errors)
-        return error_response(exc.status, "invalid_request", message, exc.errors)
+        return json_response(request_error_payload(exc), exc.status)
 
     @app.errorhandler(DatabaseUnavailable)
     def _db_down(exc):
-        return error_response(503, "unavailable", f"recommendations database unavailable: {exc}")
+        return json_response(database_error_payload(exc), 503)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         if exc.code == 413:
-            return error_response(413, "invalid_request", f"body: must be at most {MAX_BODY_BYTES} bytes",
-                                  [{"field": "body", "rule": f"must be at most {MAX_BODY_BYTES} bytes"}])
+            return json_response(too_large_payload(), 413)
         return error_response(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
         app.logger.exception("unhandled error")
-        return error_response(500, "internal_error", "internal error; see the server log")
+        return json_response(INTERNAL_ERROR, 500)
 
-    app.wsgi_app = AccessLog(app.wsgi_app)
+    # With basic auth on, every request goes through Flask and its guard above.
+    fast = recommendations.ENDPOINTS if not auth_on else {}
+    app.wsgi_app = AccessLog(FastPath(app.wsgi_app, app.extensions["recs"], fast, app.logger))
     return app

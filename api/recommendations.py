@@ -1,4 +1,8 @@
-"""POST /popular and POST /personalized."""
+"""POST /popular and POST /personalized.
+
+popular_result / personalized_result hold the whole endpoint: the Flask views below and
+api.fastpath (the same endpoints without Flask's request machinery) both call them.
+"""
 from __future__ import annotations
 
 import orjson
@@ -6,6 +10,7 @@ from flask import Blueprint, request
 
 from api.accesslog import ALGORITHM, CACHE_HIT
 from api.http import json_body, json_response, services
+from api.services import Services
 from api.serve import serve
 from api.validation import PersonalizedRequest, PopularRequest, parse, personalized_filters, popular_filters
 from shared.cache import (PERSONALIZED, POPULAR as POPULAR_KIND, CacheUnavailable, personalized_suffix,
@@ -15,24 +20,31 @@ from shared.serving import POPULAR, Profile, personalized_list, popular_list
 bp = Blueprint("recommendations", __name__)
 
 
+def note_result(environ, result: dict) -> None:
+    """What the access line reports about a served list."""
+    environ[ALGORITHM] = result["algorithm_used"]
+    environ[CACHE_HIT] = result["cache_hit"]
+
+
 def _finish(result: dict):
-    request.environ[ALGORITHM] = result["algorithm_used"]
-    request.environ[CACHE_HIT] = result["cache_hit"]
+    note_result(request.environ, result)
     return json_response(result)
 
 
-@bp.post("/popular")
-def popular():
-    s = services()
+def popular_result(s: Services, body) -> dict:
     cfg = s.settings
-    req, f, page, limit = parse(PopularRequest, json_body(), cfg.max_page_size, cfg.default_page_size)
+    req, f, page, limit = parse(PopularRequest, body, cfg.max_page_size, cfg.default_page_size)
     segment, filters = popular_filters(req, f)
 
     def compute(_gens):
         return popular_list(s.source, segment, filters, cfg.recommendation_list_size), POPULAR
 
-    return _finish(serve(s, POPULAR_KIND, popular_suffix(segment, filters.key()), compute,
-                         cfg.cache_ttl_popular, page, limit))
+    return serve(s, POPULAR_KIND, popular_suffix(segment, filters.key()), compute, cfg.cache_ttl_popular, page, limit)
+
+
+@bp.post("/popular")
+def popular():
+    return _finish(popular_result(services(), json_body()))
 
 
 def _profile(s, gens, user_id: int) -> Profile | None:
@@ -56,11 +68,9 @@ def _profile(s, gens, user_id: int) -> Profile | None:
     return profile
 
 
-@bp.post("/personalized")
-def personalized():
-    s = services()
+def personalized_result(s: Services, body) -> dict:
     cfg = s.settings
-    req, f, page, limit = parse(PersonalizedRequest, json_body(), cfg.max_page_size, cfg.default_page_size)
+    req, f, page, limit = parse(PersonalizedRequest, body, cfg.max_page_size, cfg.default_page_size)
     filters = personalized_filters(req, f)
     geo = req.geo_id or 0
 
@@ -69,8 +79,16 @@ def personalized():
         return personalized_list(s.source, req.user_id, req.geo_id, filters, cfg.recommendation_list_size,
                                  profile=profile if profile is not None else _unknown_user(req.user_id))
 
-    return _finish(serve(s, PERSONALIZED, personalized_suffix(req.user_id, geo, filters.key()), compute,
-                         cfg.cache_ttl_personalized, page, limit))
+    return serve(s, PERSONALIZED, personalized_suffix(req.user_id, geo, filters.key()), compute,
+                 cfg.cache_ttl_personalized, page, limit)
+
+
+@bp.post("/personalized")
+def personalized():
+    return _finish(personalized_result(services(), json_body()))
+
+
+ENDPOINTS = {"/popular": popular_result, "/personalized": personalized_result}
 
 
 def _unknown_user(user_id: int) -> Profile:

@@ -1,5 +1,6 @@
 """The HTTP API on the tiny preset, through Flask's test client, against real PostgreSQL and Redis."""
 import base64
+import io
 import json
 import subprocess
 import sys
@@ -300,3 +301,41 @@ def test_basic_auth_guards_everything_but_health(tiny_env):
     # With credentials, admin is reachable from other hosts.
     r = client.post("/admin/rebuild", headers=good, environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert r.status_code == 404
+
+
+def test_fast_path_and_flask_views_answer_alike(tiny_env):
+    # Without basic auth the two endpoints are served by api.fastpath; with it, by the Flask views.
+    fast = create_app(tiny_env).test_client()
+    flask_views = create_app(dict(tiny_env, BASIC_AUTH_USERNAME="ops", BASIC_AUTH_PASSWORD="pw")).test_client()
+    auth = {"Authorization": "Basic " + base64.b64encode(b"ops:pw").decode()}
+    for path, body in [("/popular", POPULAR_BODY), ("/personalized", {"user_id": 3, "pagination": {"limit": 5}}),
+                       ("/popular", {"pagination": {"limit": 0}}), ("/personalized", {"user_id": "x"})]:
+        a, b = fast.post(path, json=body), flask_views.post(path, json=body, headers=auth)
+        assert a.status_code == b.status_code and a.mimetype == b.mimetype == "application/json"
+        ja, jb = a.get_json(), b.get_json()
+        for j in (ja, jb):
+            j.pop("computation_time_ms", None)
+            j.pop("cache_hit", None)
+        assert ja == jb, path
+
+
+def test_fast_path_hands_unsized_bodies_to_flask(client):
+    # A chunked upload has no Content-Length: the fast path cannot size it and Flask reads it.
+    body = json.dumps(POPULAR_BODY).encode()
+    sized = client.post("/popular", data=body, content_type="application/json").get_json()
+    r = client.post("/popular", input_stream=io.BytesIO(body), content_type="application/json",
+                    environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+    assert r.status_code == 200 and r.get_json()["items"] == sized["items"]
+
+
+def test_unexpected_error_is_a_json_500_without_a_trace(client, monkeypatch):
+    import api.recommendations
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(api.recommendations, "popular_list", broken)
+    r = client.post("/popular", json={"filters": {"price_from": 123.25}})  # a key nobody cached
+    assert r.status_code == 500
+    assert r.get_json() == {"error": "internal_error", "message": "internal error; see the server log"}
+    assert b"secret internals" not in r.get_data() and b"Traceback" not in r.get_data()
