@@ -337,23 +337,27 @@ access log.
 Raw results: `bench/results/<preset>.json` (latency blocks at concurrency 8, the full
 grid under `grid`), `.md` and `.png` (latency distributions).
 
-What the profile showed for the figures not met (2026-11, this 2-core machine):
+What the profile showed (2026-11, this 2-core machine):
 
-- Cache hits run at about 0.8 of the bare GET. A hit is already one Redis GET (the
-  generations are a per-process snapshot, counters are batched); in-process, a bare
-  GET request costs ~180 us of CPU and a hit ~280 us. The ~100 us difference is spread
-  over work the contract requires: JSON body parsing and pydantic validation (~10 us),
-  decoding the cached list and slicing the page (~10 us), the access-log line (~15 us),
-  building the JSON answer and Flask's request hooks. No single piece is large; closing
-  the gap means a hand-rolled WSGI path without Flask/pydantic for hits.
-- Cache misses take 1.3-2.6 ms of server time at the median (p99 3-6 ms, column
+- Cache hits. Session 1 measured them at 0.79-0.80 of the bare GET. A hit was already
+  one Redis GET (the generations are a per-process snapshot, counters are batched);
+  the rest was Flask's request context, URL routing and Response objects on top of
+  what the contract needs (JSON parsing, pydantic validation, decoding the cached
+  list, the access line). `/popular` and `/personalized` are now answered by a thin
+  WSGI layer in front of Flask (`api/fastpath.py`) that calls the same endpoint
+  functions. In-process (`python -m bench.inprocess`, on a refreshed recommendations
+  DB) a hit went from 1.76x the bare GET's time to 0.88-0.95x: Flask's machinery cost as
+  much as all the contract's work. Under wrk the ratio is now about 0.95.
+- Cache misses take 1.5-2.5 ms of server time at the median (p99 3-6 ms, column
   "server"). The wrk p99 at concurrency 8 adds queueing: 8 connections on 2 sync
-  workers, sharing 2 cores with PostgreSQL and wrk itself. Popular misses (one
-  prepared index-range query) meet 15 ms; content-based (two queries, ~250 candidates
-  scored in Python) and collaborative (the user's list joined to the catalogue plus
-  the segment list) land at 15-19 ms. Precomputing content-based lists in the workers
-  and denormalising item attributes into `user_recommendations` would remove a query
-  and most of the Python scoring from each miss.
+  workers, sharing 2 cores with PostgreSQL and wrk itself, and the cores are the
+  limit, not the workers: with `WEB_CONCURRENCY=4` the content-based p99 on `default`
+  moved from 18.6 to 18.0 ms. Popular misses (one prepared index-range query) meet
+  15 ms; content-based (a profile read, two popular queries, ~250 candidates scored in
+  Python) and collaborative (the user's list joined to the catalogue plus the segment
+  list) do not. Precomputing content-based lists in the workers and folding the fill
+  query into the candidate query would remove a query and most of the Python scoring
+  from each miss.
 """
 
 
