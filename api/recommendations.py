@@ -36,7 +36,7 @@ def popular_result(s: Services, body) -> dict:
     req, f, page, limit = parse(PopularRequest, body, cfg.max_page_size, cfg.default_page_size)
     segment, filters = popular_filters(req, f)
 
-    def compute(_gens):
+    def compute(_gens, _writes):
         return popular_list(s.source, segment, filters, cfg.recommendation_list_size), POPULAR
 
     return serve(s, POPULAR_KIND, popular_suffix(segment, filters.key()), compute, cfg.cache_ttl_popular, page, limit)
@@ -47,8 +47,11 @@ def popular():
     return _finish(popular_result(services(), json_body()))
 
 
-def _profile(s, gens, user_id: int) -> Profile | None:
-    """The user's profile, cached for CACHE_TTL_USER_PROFILE under the profiles generation."""
+def _profile(s, gens, user_id: int, writes: list) -> Profile | None:
+    """The user's profile, cached for CACHE_TTL_USER_PROFILE under the profiles generation.
+
+    A profile read from the DB joins `writes`, cached together with the list it served.
+    """
     key = profile_key(gens, user_id) if gens else None
     if key:
         try:
@@ -61,10 +64,7 @@ def _profile(s, gens, user_id: int) -> Profile | None:
     profile = s.source.profile(user_id)
     if key:
         data = None if profile is None else {**profile.__dict__, "liked": sorted(profile.liked)}
-        try:
-            s.cache.set(key, orjson.dumps(data), s.settings.cache_ttl_user_profile)
-        except CacheUnavailable:
-            pass
+        writes.append((key, orjson.dumps(data), s.settings.cache_ttl_user_profile))
     return profile
 
 
@@ -74,8 +74,8 @@ def personalized_result(s: Services, body) -> dict:
     filters = personalized_filters(req, f)
     geo = req.geo_id or 0
 
-    def compute(gens):
-        profile = _profile(s, gens, req.user_id)
+    def compute(gens, writes):
+        profile = _profile(s, gens, req.user_id, writes)
         return personalized_list(s.source, req.user_id, req.geo_id, filters, cfg.recommendation_list_size,
                                  profile=profile if profile is not None else _unknown_user(req.user_id))
 

@@ -28,7 +28,11 @@ def _decode(raw: bytes):
 
 
 def serve(services, kind: str, suffix: str, compute, ttl_s: int, page: int, limit: int) -> dict:
-    """kind/suffix name the cached list; compute(gens or None) -> (Ranked, primary algorithm)."""
+    """kind/suffix name the cached list; compute(gens or None, writes) -> (Ranked, primary algorithm).
+
+    compute may append (key, value, ttl_s) to writes: they are cached with the list, in
+    the same round trip.
+    """
     started = time.perf_counter()
     cache, gens, key, hit, cached = services.cache, None, None, False, None
     try:
@@ -39,14 +43,15 @@ def serve(services, kind: str, suffix: str, compute, ttl_s: int, page: int, limi
         hit = True
         ids, sections, algorithm = _decode(cached)
     else:
+        writes: list = []
         try:
-            ranked, algorithm = compute(gens)
+            ranked, algorithm = compute(gens, writes)
         except psycopg2.Error as exc:  # down, timed out, or (mis-deployed) schema missing: a 503, never a 500
             raise DatabaseUnavailable(str(exc).strip().splitlines()[0] if str(exc).strip() else "unavailable") from exc
         ids, sections = ranked.ids, ranked.sections
         if key is not None:
             try:
-                cache.store_miss(key, _encode(ranked, algorithm), ttl_s)
+                cache.store_miss(key, _encode(ranked, algorithm), ttl_s, writes)
             except CacheUnavailable:
                 pass
     start = (page - 1) * limit

@@ -124,9 +124,18 @@ class Cache:
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         self._call(lambda: self.client.set(key, value, ex=ttl_s))
 
-    def store_miss(self, key: str, value: bytes, ttl_s: int) -> None:
+    def store_miss(self, key: str, value: bytes, ttl_s: int, also=()) -> None:
+        """Cache a computed list, and the other (key, value, ttl_s) writes made for it, in one round trip."""
         self._misses += 1
-        self.set(key, value, ttl_s)
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(key, value, ex=ttl_s)
+            for k, v, ttl in also:
+                pipe.set(k, v, ex=ttl)
+            pipe.execute()
+
+        self._call(run)
 
     def bump(self, kind: str) -> str:
         """New generation for a data kind: a timestamp, so an expired counter never rewinds."""

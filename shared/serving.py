@@ -61,14 +61,14 @@ class Profile:
 
 
 class Source(Protocol):
-    def popular(self, segments: list[tuple], filters: Filters | None = None, limit: int | None = None,
+    def popular(self, segments: list[tuple], filters: Filters | None = None, limit: int | list | None = None,
                 skip=()) -> dict[tuple, list[tuple[Item, float]]]:
         """Ranked (item, score) per requested segment; absent segments are left out.
 
-        filters, skip (ids not wanted) and limit (rows wanted per segment after both) are
-        hints a source may use to return fewer rows; the SQL source applies them in the
-        query. A source may ignore all three: callers still check every item with
-        allowed() and de-duplicate.
+        filters, skip (ids not wanted) and limit (rows wanted per segment after both; one
+        number for all, or one per segment) are hints a source may use to return fewer
+        rows; the SQL source applies them in the query. A source may ignore all three:
+        callers still check every item with allowed() and de-duplicate.
         """
 
     def profile(self, user_id: int) -> Profile | None: ...
@@ -135,14 +135,23 @@ def segment_popular(ranked: Ranked, source: Source, segment: tuple, limit: int) 
     return []
 
 
-def add_popular(ranked: Ranked, source: Source, segment: tuple) -> None:
+def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | None = None) -> None:
     """Popular items for a segment, filling from broader segments down the fallback chain.
 
     One segment at a time: the exact segment usually fills the list on its own.
+    `read` holds segment lists the caller already has, each read with this ranking's
+    filters, skipping only its excluded ids, with limit ranked.size. Such a list
+    either fills the list (fewer than `size` of its items can be listed already) or
+    is the whole segment, so reading it again would add nothing.
     """
     for seg in fallback_chain(*segment):
         if ranked.full:
             break
+        rows = read.get(seg) if read else None
+        if rows is not None:
+            ranked.extend(POPULAR, (item for item, _ in rows))
+            if ranked.full or len(rows) < ranked.size:
+                continue
         lists = source.popular([seg], ranked.filters, ranked.size - len(ranked.ids), ranked.exclude | ranked.listed)
         ranked.extend(POPULAR, (item for item, _ in lists.get(seg, ())))
 
@@ -176,7 +185,12 @@ def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]])
     return scored
 
 
-def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> None:
+def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict:
+    """Popular candidates re-ranked by the profile; returns the user's segment list as read.
+
+    The user's own segment is read to ranked.size rows (its top CONTENT_CANDIDATES are
+    candidates) so that the popular fill-in can reuse it instead of reading it again.
+    """
     geo, gender, age, category = segment
     if category != ANY:
         categories = [category]
@@ -188,9 +202,12 @@ def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment:
     for cat in categories:
         chain = fallback_chain(geo, gender, age, cat)
         segments.extend(seg for seg in (chain[0], chain[-1]) if seg not in segments)
-    lists = source.popular(segments, ranked.filters, CONTENT_CANDIDATES, ranked.exclude)
-    candidates = [pair for seg in segments for pair in lists.get(seg, ())]
+    limits = [ranked.size] + [CONTENT_CANDIDATES] * (len(segments) - 1)
+    lists = source.popular(segments, ranked.filters, limits, ranked.exclude)
+    own = lists.get(segments[0], [])
+    candidates = own[:CONTENT_CANDIDATES] + [pair for seg in segments[1:] for pair in lists.get(seg, ())]
     ranked.extend(CONTENT_BASED, _ranked(content_based_scores(profile, candidates)))
+    return {segments[0]: own}
 
 
 def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tuple) -> None:
@@ -237,12 +254,13 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
     geo = geo_id if geo_id is not None else (profile.geo_id if profile and profile.geo_id else ANY_GEO)
     segment = (geo, (profile.gender if profile else None) or ANY, (profile.age_group if profile else None) or ANY,
                filters.category or ANY)
+    read = None
     if algorithm == COLLABORATIVE:
         add_collaborative(ranked, source, user_id, segment)
     elif algorithm == CONTENT_BASED:
-        add_content_based(ranked, source, profile, segment)
+        read = add_content_based(ranked, source, profile, segment)
     if not ranked.full:
-        add_popular(ranked, source, segment)
+        add_popular(ranked, source, segment, read)
     return ranked, algorithm
 
 

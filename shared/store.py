@@ -16,13 +16,13 @@ TABLES = ("items", "popular_items", "user_profiles", "user_similarities", "user_
 # The serving queries are PREPAREd once per connection (prepare() below): planning
 # the join and LATERAL queries cost more than executing them. Parameters are positional.
 
-# Per segment, the best $9 rows that pass the request's filters and are not in $10
+# Per segment, the best $9[i] rows that pass the request's filters and are not in $10
 # (liked or already listed), read along the
 # (segment, score) index; a NULL parameter means "no such filter". popular_items lists
 # in-stock items only, hence the constant in_stock.
 POPULAR_SQL = """
 SELECT s.ord, x.popularity_score, x.item_id, x.price, x.item_category, x.platform, x.item_geo_id, true
-FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS s(geo, gender, age, cat, ord)
+FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $9::int[]) WITH ORDINALITY AS s(geo, gender, age, cat, lim, ord)
 CROSS JOIN LATERAL (
     SELECT p.item_id, p.price, p.item_category, p.platform, p.item_geo_id, p.popularity_score
     FROM popular_items p
@@ -33,7 +33,7 @@ CROSS JOIN LATERAL (
       AND ($8::int IS NULL OR p.item_geo_id IS NULL OR p.item_geo_id = $8::int)
       AND NOT (p.item_id = ANY($10::bigint[]))
     ORDER BY p.popularity_score DESC, p.item_id
-    LIMIT $9
+    LIMIT s.lim
 ) x
 ORDER BY s.ord, x.popularity_score DESC, x.item_id
 """
@@ -55,7 +55,7 @@ ORDER BY r.ord
 """
 
 STATEMENTS = {
-    "recs_popular": ("int[], text[], text[], text[], float8, float8, text, int, int, bigint[]", POPULAR_SQL),
+    "recs_popular": ("int[], text[], text[], text[], float8, float8, text, int, int[], bigint[]", POPULAR_SQL),
     "recs_profile": ("bigint", PROFILE_SQL),
     "recs_collaborative": ("bigint", COLLABORATIVE_SQL),
 }
@@ -91,8 +91,9 @@ class SqlSource:
         if not segments:
             return {}
         f = filters or Filters()
+        limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(segments)
         params = ([seg[0] for seg in segments], [seg[1] for seg in segments], [seg[2] for seg in segments],
-                  [seg[3] for seg in segments], f.price_from, f.price_to, f.category, f.geo_id, limit, list(skip))
+                  [seg[3] for seg in segments], f.price_from, f.price_to, f.category, f.geo_id, limits, list(skip))
         out: dict[tuple, list] = {}
         for row in self._rows("recs_popular", params):
             out.setdefault(segments[row[0] - 1], []).append((Item(*row[2:]), row[1]))

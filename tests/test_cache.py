@@ -19,6 +19,12 @@ def test_lookup_misses_then_hits(cache):
     assert cache.lookup(POPULAR, popular_suffix((213, "f", "any", "any"), "f"))[1] == b"[1,2]"
 
 
+def test_store_miss_writes_the_list_and_what_came_with_it(cache):
+    cache.store_miss("recs:pop:0:y", b"[3]", 900, [("recs:profile:0:7", b"{}", 60)])
+    assert cache.client.get("recs:pop:0:y") == b"[3]" and cache.client.get("recs:profile:0:7") == b"{}"
+    assert 0 < cache.client.ttl("recs:profile:0:7") <= 60 < cache.client.ttl("recs:pop:0:y") <= 900
+
+
 def test_bump_changes_keys(cache):
     suffix = popular_suffix((213, "f", "any", "any"), "f")
     k1 = cache.lookup(POPULAR, suffix)[0]

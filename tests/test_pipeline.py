@@ -202,3 +202,62 @@ def test_sharded_similarities_merge_to_the_same_tables(hand_env):
     assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole
     assert query(url, "SELECT user_id, item_ids FROM user_recommendations ORDER BY 1") == whole_recs
     assert query(url, "SELECT count(*) FROM similarity_shard_results")[0][0] == 0
+
+
+def _frame(url, sql):
+    import pandas as pd
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
+    finally:
+        conn.close()
+
+
+def test_api_source_and_evaluator_source_serve_identical_lists(tiny_env):
+    """The SQL source (API) and the in-memory source (evaluator), over the same stored
+    refresh, give the same ranked list for users of every bucket and several filters."""
+    from shared.db import connect_recs
+    from shared.serving import Filters, personalized_list
+    from shared.store import SqlSource, prepare
+    from workers.memory_source import MemorySource
+
+    recs = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
+    memory = MemorySource(
+        _frame(recs, "SELECT item_id, price, category, platform, geo_id, in_stock FROM items"),
+        _frame(recs, "SELECT geo_id, gender, age_group, category, item_id, popularity_score FROM popular_items"),
+        _frame(recs, "SELECT user_id, preferred_categories, preferred_platforms, avg_price, interaction_count, "
+                     "liked_item_ids, gender, age_group, geo_id FROM user_profiles"),
+        _frame(recs, "SELECT user_id, item_ids, scores FROM user_recommendations"))
+    conn = prepare(connect_recs(load_settings(tiny_env)))
+    reads = []
+
+    def run(fn):
+        with conn.cursor() as cur:
+            reads.append(1)
+            return fn(cur)
+
+    sql = SqlSource(run)
+    users = query(recs, "SELECT DISTINCT ON (LEAST(interaction_count, 3)) user_id FROM user_profiles "
+                        "ORDER BY LEAST(interaction_count, 3), user_id")
+    assert len(users) == 4  # 0, 1, 2 and 3+ interactions
+    filters = [Filters(), Filters(price_to=3000.0), Filters(category="fashion"), Filters(geo_id=213, price_from=900.0)]
+    try:
+        for (user_id,) in users:
+            for f in filters:
+                api, api_algo = personalized_list(sql, user_id, None, f, 200)
+                evaluator, eval_algo = personalized_list(memory, user_id, None, f, 200)
+                assert (api.ids, api.sections, api_algo) == (evaluator.ids, evaluator.sections, eval_algo), (user_id, f)
+        # A content-based list the popular fill-in completes: the fill reuses the user's
+        # segment as read with the candidates, so it is profile + one popular read.
+        (few,) = query(recs, "SELECT user_id FROM user_profiles WHERE interaction_count = 1 ORDER BY user_id LIMIT 1")[0]
+        content_only = dict(personalized_list(sql, few, None, Filters(), 200)[0].sections)["popular"]
+        reads.clear()
+        ranked, algorithm = personalized_list(sql, few, None, Filters(), content_only + 5)
+        assert algorithm == "content_based" and len(ranked.ids) == content_only + 5
+        assert [name for name, _ in ranked.sections] == ["content_based", "popular"]
+        assert len(reads) == 2
+    finally:
+        conn.close()

@@ -255,7 +255,8 @@ def peer_recommender(pairs: pd.DataFrame, peer):
 
 def evaluate(ds: Dataset, quantile: float = 0.8, cfg: WeightConfig | None = None,
              sim_cfg: SimilarityConfig | None = None, top_n: int = 200, seed: int = 7, progress=print,
-             max_users: int | None = None, with_peer: bool = True, peer: str = "als") -> dict:
+             max_users: int | None = None, with_peer: bool = True, peer: str = "als",
+             list_size: int = 200) -> dict:
     cfg = cfg or WeightConfig()
     sim_cfg = sim_cfg or SimilarityConfig(list_size=100)
     progress = progress or (lambda message: None)
@@ -291,8 +292,9 @@ def evaluate(ds: Dataset, quantile: float = 0.8, cfg: WeightConfig | None = None
         seen = liked.get(u, set())
         g = geo.get(u) if u in geo.index else None
         g = None if g is None or pd.isna(g) else int(g)
-        ranked, _ = personalized_list(source, int(u), g, Filters(), kmax)
-        lists["service"][u] = ranked.ids
+        # The API ranks the whole cached list (RECOMMENDATION_LIST_SIZE), then pages it.
+        ranked, _ = personalized_list(source, int(u), g, Filters(), list_size)
+        lists["service"][u] = ranked.ids[:kmax]
         lists["toppop"][u] = [int(x) for x in toppop_order[: kmax + len(seen)] if x not in seen][:kmax]
         pick = rng.choice(catalogue, size=min(len(catalogue), kmax + len(seen)), replace=False)
         lists["random"][u] = [int(x) for x in pick if x not in seen][:kmax]
@@ -327,6 +329,7 @@ def evaluate(ds: Dataset, quantile: float = 0.8, cfg: WeightConfig | None = None
         "split": {"quantile": quantile, "cutoff_ts": float(cutoff), "train": int(len(train)),
                   "test_users": len(users)},
         "settings": {"weights": asdict(cfg), "similarity": asdict(sim_cfg), "popular_top_n": top_n,
+                     "recommendation_list_size": list_size,
                      "peer": asdict(peer), "random_seed": seed},
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -399,7 +402,7 @@ def main(argv=None) -> int:
     settings = load_settings()
     result = evaluate(ds, args.quantile, cfg=WeightConfig.from_settings(settings), sim_cfg=similarity_config(settings),
                       top_n=settings.popular_top_n, progress=lambda m: print(m, file=sys.stderr, flush=True),
-                      max_users=args.max_users, peer=args.peer)
+                      max_users=args.max_users, peer=args.peer, list_size=settings.recommendation_list_size)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
     (args.out / "metrics.md").write_text(markdown(result))

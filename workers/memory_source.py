@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from shared.serving import Item, Profile
+from shared.serving import Filters, Item, Profile, allowed
 
 
 def _none(v):
@@ -34,9 +34,12 @@ class MemorySource:
         self._recs = {int(r.user_id): (r.item_ids, r.scores) for r in recs.itertuples(index=False)}
 
     def popular(self, segments, filters=None, limit=None, skip=()):
-        # filters/limit/skip are row-saving hints for the SQL source; serving filters every item itself.
+        # The same rows the SQL source returns: filters and skip applied, then the limit,
+        # so serving ranks exactly the candidates it would rank in the API.
+        filters = filters or Filters()
+        limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(segments)
         out = {}
-        for seg in segments:
+        for seg, lim in zip(segments, limits):
             seg = (int(seg[0]), seg[1], seg[2], seg[3])
             if seg not in self._popular:
                 continue
@@ -44,7 +47,8 @@ class MemorySource:
                 ids, scores = self._popular[seg]
                 self._popular_items[seg] = [(self.items[int(i)], float(s)) for i, s in zip(ids, scores)
                                             if int(i) in self.items]
-            out[seg] = self._popular_items[seg]
+            rows = [pair for pair in self._popular_items[seg] if allowed(pair[0], filters, skip)]
+            out[seg] = rows if lim is None else rows[:lim]
         return out
 
     def profile(self, user_id):
