@@ -1,15 +1,18 @@
-"""Cache-hit cost in-process, without HTTP: `python -m bench.inprocess`.
+"""Cache-hit and cache-miss cost in-process, without HTTP: `python -m bench.inprocess [--misses]`.
 
 Calls the API's WSGI app and the bare Flask+GET baseline (bench/baseline_app.py)
-directly, many times, and prints the median microseconds per call of each. It needs a
-refreshed recommendations DB and Redis from the usual settings (e.g. after
-`make refresh`). No sockets or wrk: this isolates what the application code costs, the
-figure to watch when changing the hit path.
+directly, many times, and prints the median microseconds per call of each. With
+--misses it also times misses per algorithm: `make bench`'s miss mixes (users of each
+bucket, never-repeating price_from). It needs a refreshed recommendations DB and Redis
+from the usual settings (e.g. after `make refresh`). No sockets or wrk: this isolates
+what the application code and its queries cost, the figure to watch when changing the
+hit or miss path.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import logging
 import os
 import statistics
@@ -47,9 +50,35 @@ def per_call_us(app, path: str, body: bytes, calls: int, rounds: int = 5) -> flo
     return statistics.median(times)
 
 
+RUN_ID = time.time_ns() % 10**6  # price_from never repeats across runs or calls: every call misses
+NONCES = itertools.count(1)
+
+
+def miss_us(app, requests: list, calls: int, rounds: int = 5) -> float:
+    """Median microseconds per call over `requests`, each call a never-seen price_from."""
+    def one(i):
+        path, body = requests[i % len(requests)]
+        raw = orjson.dumps(body).replace(b'"__NONCE__"', b"0.%d%09d" % (RUN_ID, next(NONCES)))
+        status = call(app, path, raw)
+        if not status.startswith("200"):
+            raise SystemExit(f"{path}: {status}")
+
+    for i in range(50):
+        one(i)
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for i in range(calls):
+            one(i)
+        times.append((time.perf_counter() - started) / calls * 1e6)
+    return statistics.median(times)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=4000, help="calls per round (5 rounds, median reported)")
+    parser.add_argument("--misses", action="store_true", help="also time cache misses per algorithm")
+    parser.add_argument("--miss-calls", type=int, default=400, help="miss calls per round")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))  # the access line is written, unread
     from api import create_app
@@ -70,6 +99,12 @@ def main(argv=None) -> int:
         us = per_call_us(target, path, raw, args.calls)
         base = base or us
         print(f"{name}: {us:.1f} us per call ({us / base:.2f}x baseline)")
+    if args.misses:
+        from bench.run import pick_users, request_mixes
+
+        mixes = request_mixes(pick_users(app.extensions["recs"].settings.recommendations_database_url))
+        for name in ("miss_popular", "miss_content_based", "miss_collaborative"):
+            print(f"{name.replace('_', ' ', 1)}: {miss_us(app, mixes[name], args.miss_calls):.1f} us per call")
     return 0
 
 

@@ -125,14 +125,18 @@ class Ranked:
             self.sections.append((algorithm, start))
 
 
-def segment_popular(ranked: Ranked, source: Source, segment: tuple, limit: int) -> list[tuple[Item, float]]:
-    """The first non-empty list down the segment's fallback chain, minus what is excluded or listed."""
-    skip = ranked.exclude | ranked.listed
+def segment_popular(ranked: Ranked, source: Source, segment: tuple) -> dict:
+    """Each segment read down the fallback chain until one has items: {segment: rows}, in order.
+
+    Read as add_popular's `read` expects (the ranking's filters, its excluded ids
+    skipped, ranked.size rows) while nothing is listed yet, so the fill-in can reuse it.
+    """
+    read = {}
     for seg in fallback_chain(*segment):
-        rows = source.popular([seg], ranked.filters, limit, skip).get(seg)
-        if rows:
-            return rows
-    return []
+        read[seg] = source.popular([seg], ranked.filters, ranked.size, ranked.exclude).get(seg, [])
+        if read[seg]:
+            break
+    return read
 
 
 def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | None = None) -> None:
@@ -210,20 +214,23 @@ def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment:
     return {segments[0]: own}
 
 
-def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tuple) -> None:
+def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tuple) -> dict | None:
     """Neighbours' likes (the precomputed list), blended with the user's segment popularity.
 
     score = collaborative / max + COLLABORATIVE_POPULARITY * popularity / max: the
     neighbours decide among items, the segment's taste breaks their many near-ties.
+    Returns the segment lists read, for the popular fill-in (see add_popular).
     """
     scored = _normalised(source.collaborative(user_id))
-    if not scored:
-        return
-    if COLLABORATIVE_POPULARITY:
-        for item_id, (item, pop) in _normalised(segment_popular(ranked, source, segment, ranked.size)).items():
-            base = scored.get(item_id, (item, 0.0))[1]
-            scored[item_id] = (item, base + COLLABORATIVE_POPULARITY * pop)
+    if not scored or not COLLABORATIVE_POPULARITY:
+        ranked.extend(COLLABORATIVE, _ranked(scored))
+        return None
+    read = segment_popular(ranked, source, segment)
+    for item_id, (item, pop) in _normalised(next(reversed(read.values()))).items():
+        base = scored.get(item_id, (item, 0.0))[1]
+        scored[item_id] = (item, base + COLLABORATIVE_POPULARITY * pop)
     ranked.extend(COLLABORATIVE, _ranked(scored))
+    return read
 
 
 def popular_list(source: Source, segment: tuple, filters: Filters, size: int) -> Ranked:
@@ -256,7 +263,7 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
                filters.category or ANY)
     read = None
     if algorithm == COLLABORATIVE:
-        add_collaborative(ranked, source, user_id, segment)
+        read = add_collaborative(ranked, source, user_id, segment)
     elif algorithm == CONTENT_BASED:
         read = add_content_based(ranked, source, profile, segment)
     if not ranked.full:

@@ -84,6 +84,24 @@ def test_collaborative_user_excludes_likes_and_fills_honestly(source):
     assert algorithm_label(ranked.sections, len(ranked.ids), 0, 1, algorithm) == "collaborative"
 
 
+def test_collaborative_fill_in_reads_each_segment_once(source):
+    reads = []
+    popular = source.popular
+
+    def recording(segments, *args, **kwargs):
+        reads.extend(segments)
+        return popular(segments, *args, **kwargs)
+
+    source.popular = recording
+    ranked, algorithm = personalized_list(source, 11, 213, Filters(geo_id=213), size=10)
+    assert algorithm == COLLABORATIVE
+    # Neighbours' 3 (2 is liked, 5 out of stock); then popular down the chain: the exact
+    # segment holds only the liked 2, without age 3 again, without gender 1 (4 is geo 2
+    # only), then the global 6 and 7.
+    assert ranked.ids == [3, 1, 6, 7]
+    assert reads == fallback_chain(213, "f", "25-34", "any")  # the blend's reads are reused, none twice
+
+
 def test_content_based_user_gets_preferred_category_near_their_price(source):
     ranked, algorithm = personalized_list(source, 10, 213, Filters(geo_id=213), size=3)
     assert algorithm == CONTENT_BASED
