@@ -347,17 +347,25 @@ What the profile showed (2026-11, this 2-core machine):
   WSGI layer in front of Flask (`api/fastpath.py`) that calls the same endpoint
   functions. In-process (`python -m bench.inprocess`, on a refreshed recommendations
   DB) a hit went from 1.76x the bare GET's time to 0.88-0.95x: Flask's machinery cost as
-  much as all the contract's work. Under wrk the ratio is now about 0.95.
-- Cache misses take 1.5-2.5 ms of server time at the median (p99 3-6 ms, column
-  "server"). The wrk p99 at concurrency 8 adds queueing: 8 connections on 2 sync
-  workers, sharing 2 cores with PostgreSQL and wrk itself, and the cores are the
-  limit, not the workers: with `WEB_CONCURRENCY=4` the content-based p99 on `default`
-  moved from 18.6 to 18.0 ms. Popular misses (one prepared index-range query) meet
-  15 ms; content-based (a profile read, two popular queries, ~250 candidates scored in
-  Python) and collaborative (the user's list joined to the catalogue plus the segment
-  list) do not. Precomputing content-based lists in the workers and folding the fill
-  query into the candidate query would remove a query and most of the Python scoring
-  from each miss.
+  much as all the contract's work. Under wrk the ratio is now 0.95-1.05.
+- Cache misses. On the machine of session 2 they took 1.5-2.5 ms of server time at
+  the median and the wrk p99 at concurrency 8 was 14 ms for popular, 18 ms for
+  content-based and 20 ms for collaborative. The `large` block below comes from a later
+  machine of the same kind on which the same requests take about twice as long
+  (server p50 3.2-4.8 ms) while hits and the bare GET lost about a third; there the
+  c=8 p99 is 32-42 ms, and in-process miss times (`python -m bench.inprocess
+  --misses`) vary by up to 30% between consecutive runs. The wrk p99 adds queueing
+  to the server time: 8 connections on 2 sync workers, sharing 2 cores with
+  PostgreSQL and wrk itself, and the cores are the limit, not the workers: with
+  `WEB_CONCURRENCY=4` the content-based p99 on `default` moved from 18.6 to 18.0 ms.
+  Queries per miss (cProfile of the in-process run): popular 1.7 (one prepared
+  index-range query per segment of the fallback chain it needs), content-based 1.3
+  (the candidates of all its segments in one query, reused by the fill-in),
+  collaborative 2.7 (the user's list joined to the catalogue, the segment list, the
+  fill-in; 3.0 before the fill-in reused the segment lists the blend had read). A
+  popular read of 100 rows costs ~0.8 ms from Python, of which PostgreSQL executes
+  0.14-0.24 ms. Precomputing content-based lists in the workers, and reading the
+  whole fallback chain in one query, are what would cut misses further.
 """
 
 
