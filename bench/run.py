@@ -352,8 +352,8 @@ What the profile showed (2026-11, this 2-core machine):
   the median and the wrk p99 at concurrency 8 was 14 ms for popular, 18 ms for
   content-based and 20 ms for collaborative. The `large` block below comes from a later
   machine of the same kind on which the same requests take about twice as long
-  (server p50 3.2-4.8 ms) while hits and the bare GET lost about a third; there the
-  c=8 p99 is 32-42 ms, and in-process miss times (`python -m bench.inprocess
+  (server p50 2.7-5.0 ms) while hits and the bare GET lost about a third; there the
+  c=8 p99 is 27-40 ms, and in-process miss times (`python -m bench.inprocess
   --misses`) vary by up to 30% between consecutive runs. The wrk p99 adds queueing
   to the server time: 8 connections on 2 sync workers, sharing 2 cores with
   PostgreSQL and wrk itself, and the cores are the limit, not the workers: with
@@ -363,9 +363,15 @@ What the profile showed (2026-11, this 2-core machine):
   (the candidates of all its segments in one query, reused by the fill-in),
   collaborative 2.7 (the user's list joined to the catalogue, the segment list, the
   fill-in; 3.0 before the fill-in reused the segment lists the blend had read). A
-  popular read of 100 rows costs ~0.8 ms from Python, of which PostgreSQL executes
-  0.14-0.24 ms. Precomputing content-based lists in the workers, and reading the
-  whole fallback chain in one query, are what would cut misses further.
+  popular read of 100 rows cost ~0.8 ms from Python, of which PostgreSQL executes
+  0.14-0.38 ms and re-planned the statement for 0.2 ms every time: its array
+  parameters kept PostgreSQL on custom plans. The serving connections now force
+  generic plans (the same plan, planned once): `python -m bench.plans` times a popular
+  read both ways, interleaved, at 0.80-0.83x the custom-plan time. A content-based
+  miss reads ~270 rows (its own segment to list size, 40 candidates per preferred
+  category), and those rows are most of its cost. Precomputing content-based lists in
+  the workers, and reading the whole fallback chain in one query, are what would cut
+  misses further.
 """
 
 
