@@ -113,15 +113,19 @@ class Ranked:
         return len(self.ids) >= self.size
 
     def extend(self, algorithm: str, candidates) -> None:
-        start = len(self.ids)
+        ids, seen, filters, exclude = self.ids, self._seen, self.filters, self.exclude  # locals: a hot loop
+        start = len(ids)
+        room = self.size - start
         for item in candidates:
-            if self.full:
+            if room <= 0:
                 break
-            if item.item_id in self._seen or not allowed(item, self.filters, self.exclude):
+            item_id = item[0]  # Item.item_id
+            if item_id in seen or not allowed(item, filters, exclude):
                 continue
-            self._seen.add(item.item_id)
-            self.ids.append(item.item_id)
-        if len(self.ids) > start:
+            seen.add(item_id)
+            ids.append(item_id)
+            room -= 1
+        if len(ids) > start:
             self.sections.append((algorithm, start))
 
 

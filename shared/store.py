@@ -99,8 +99,9 @@ class SqlSource:
         params = ([seg[0] for seg in segments], [seg[1] for seg in segments], [seg[2] for seg in segments],
                   [seg[3] for seg in segments], f.price_from, f.price_to, f.category, f.geo_id, limits, list(skip))
         out: dict[tuple, list] = {}
+        make = Item._make  # rows come in Item's field order; _make skips the keyword-argument __new__
         for row in self._rows("recs_popular", params):
-            out.setdefault(segments[row[0] - 1], []).append((Item(*row[2:]), row[1]))
+            out.setdefault(segments[row[0] - 1], []).append((make(row[2:]), row[1]))
         return out
 
     def profile(self, user_id):
@@ -111,7 +112,7 @@ class SqlSource:
                        row[7])
 
     def collaborative(self, user_id):
-        return [(Item(*row[1:]), row[0]) for row in self._rows("recs_collaborative", (user_id,))]
+        return [(Item._make(row[1:]), row[0]) for row in self._rows("recs_collaborative", (user_id,))]
 
 
 def table_counts(cur) -> dict:
