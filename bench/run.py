@@ -351,10 +351,12 @@ What the profile showed (2026-11, this 2-core machine):
 - Cache misses. On the machine of session 2 they took 1.5-2.5 ms of server time at
   the median and the wrk p99 at concurrency 8 was 14 ms for popular, 18 ms for
   content-based and 20 ms for collaborative. The `large` block below comes from a later
-  machine of the same kind on which the same requests take about twice as long
-  (server p50 2.7-5.0 ms) while hits and the bare GET lost about a third; there the
-  c=8 p99 is 27-40 ms, and in-process miss times (`python -m bench.inprocess
-  --misses`) vary by up to 30% between consecutive runs. The wrk p99 adds queueing
+  machine of the same kind that is slower on misses, where in-process miss times
+  (`python -m bench.inprocess --misses`) vary by up to 30% between consecutive runs.
+  There, with session 2's final code, the c=8 p99 was 29.0 / 38.3 / 42.0 ms (popular /
+  content-based / collaborative; server p50 3.0 / 4.6 / 5.6 ms; 466 / 336 / 280 RPS,
+  baseline 2,111). After the changes below it is 25.8 / 30.3 / 33.0 ms (server p50
+  2.6 / 3.3 / 3.7 ms; 526 / 464 / 420 RPS, baseline 2,026). The wrk p99 adds queueing
   to the server time: 8 connections on 2 sync workers, sharing 2 cores with
   PostgreSQL and wrk itself, and the cores are the limit, not the workers: with
   `WEB_CONCURRENCY=4` the content-based p99 on `default` moved from 18.6 to 18.0 ms.
@@ -367,7 +369,9 @@ What the profile showed (2026-11, this 2-core machine):
   0.14-0.38 ms and re-planned the statement for 0.2 ms every time: its array
   parameters kept PostgreSQL on custom plans. The serving connections now force
   generic plans (the same plan, planned once): `python -m bench.plans` times a popular
-  read both ways, interleaved, at 0.80-0.83x the custom-plan time. A content-based
+  read both ways, interleaved, at 0.80-0.83x the custom-plan time. `Ranked.extend`,
+  the filter-and-dedupe loop every list goes through, now works on local variables
+  (0.62x its time on 350 candidates in a micro-benchmark). A content-based
   miss reads ~270 rows (its own segment to list size, 40 candidates per preferred
   category), and those rows are most of its cost. Precomputing content-based lists in
   the workers, and reading the whole fallback chain in one query, are what would cut

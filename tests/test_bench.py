@@ -1,5 +1,6 @@
-"""`make bench PRESET=tiny` runs end to end and writes valid JSON (figures live in BENCHMARKS.md, not here)."""
+"""The bench tools run end to end on tiny data and report what they should (figures live in BENCHMARKS.md, not here)."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,3 +30,25 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
     assert result["refresh"]["total_s"] > 0 and result["refresh"]["peak_rss_mb"] > 0
     assert result["errors"] == 0
     assert (tmp_path / "tiny.png").stat().st_size > 0 and "| baseline |" in (tmp_path / "tiny.md").read_text()
+
+
+def _tool(module: str, env: dict, *args: str) -> dict:
+    """Run a bench tool on the refreshed tiny DBs; {label: microseconds} from its `label: N us ...` lines."""
+    out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return {line.split(":")[0]: float(line.split(":")[1].split()[0]) for line in out.stdout.splitlines() if " us " in line}
+
+
+def test_inprocess_times_hits_and_every_miss_kind(tiny_env):
+    # Every timed call must answer 200 (the tool exits otherwise), misses included.
+    figures = _tool("bench.inprocess", tiny_env, "--misses", "--calls", "50", "--miss-calls", "20")
+    assert set(figures) == {"baseline (bare Flask + GET)", "hit /popular", "hit /personalized", "miss popular",
+                            "miss content_based", "miss collaborative"}
+    assert all(us > 0 for us in figures.values())
+
+
+def test_plans_times_custom_and_generic(tiny_env):
+    figures = _tool("bench.plans", tiny_env, "--rounds", "2")
+    assert set(figures) == {"force_custom_plan", "force_generic_plan"}
+    assert all(us > 0 for us in figures.values())
