@@ -106,3 +106,26 @@ def test_celery_worker_runs_refresh_all_and_sharded_similarities(hand_env):
     assert done[0][0] >= 2, log[-3000:]
     assert "job=refresh_all status=success" in log
     assert "job=user_similarities_shard shard=1/2" in log and "job=user_similarities_shard shard=0/2" in log
+
+
+def test_a_failed_similarity_shard_is_recorded_as_a_failed_run(hand_env):
+    # A main DB without the main tables: each shard fails for good (not a transient error).
+    recs = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    worker = start_worker(dict(hand_env, SIMILARITY_SHARDS="2", MAIN_DATABASE_URL=recs))
+    try:
+        app = Celery("test", broker=hand_env["CELERY_BROKER_URL"], backend=hand_env["CELERY_RESULT_BACKEND"])
+        dispatched = app.send_task("recs.update_user_similarities", queue="recs").get(timeout=60)
+        assert dispatched["status"] == "dispatched"
+        deadline = time.time() + 60
+        failed = []
+        while time.time() < deadline and not failed:
+            failed = query(recs, "SELECT error FROM job_runs WHERE job = 'user_similarities' AND status = 'failed'")
+            time.sleep(0.5)
+        log = worker.output()
+    finally:
+        worker.stop()
+    assert len(failed) == 1, log[-3000:]
+    assert failed[0][0].startswith(f"sharded run {dispatched['run_tag']}: ChordError"), failed[0][0]
+    assert "UndefinedTable" in failed[0][0] or "does not exist" in failed[0][0], failed[0][0]
+    assert query(recs, "SELECT count(*) FROM job_runs WHERE status = 'running' OR finished_at IS NULL")[0][0] == 0
+    assert "job=user_similarities status=failed" in log

@@ -254,6 +254,24 @@ def merge_similarity_shards(settings: Settings, cache: Cache, run_tag: str, shar
     return result
 
 
+def fail_similarity_run(settings: Settings, run_tag: str, error: str) -> None:
+    """A shard of a sharded similarity run failed for good, so its merge never runs.
+
+    Record the run as failed (job_runs, hence /stats and Flower's view agree) and drop
+    the shard output it left.
+    """
+    conn = connect_recs(settings, application_name="recs-similarity-failed")
+    try:
+        run_id = jobs.record_start(conn, "user_similarities")
+        jobs.record_finish(conn, run_id, "failed", 0, f"sharded run {run_tag}: {error}"[:2000])
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM similarity_shard_results WHERE run_tag = %s", (run_tag,))
+        conn.commit()
+    finally:
+        conn.close()
+    log.error("job=user_similarities status=failed run=%s error=%r", run_tag, error[:200])
+
+
 STALE_SQL = (
     # Lists and neighbours of users who no longer qualify for collaborative filtering
     # (profiles are refreshed more often than similarities).

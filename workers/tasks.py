@@ -17,6 +17,7 @@ log = logging.getLogger("recs.tasks")
 _cache: Cache | None = None
 SHARD_TASK = "recs.user_similarities_shard"
 MERGE_TASK = "recs.merge_user_similarities"
+FAILED_TASK = "recs.similarity_run_failed"
 TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
 
 
@@ -70,7 +71,7 @@ def _update_user_similarities(settings, cache):
         return pipeline.update_user_similarities(settings, cache)
     run_tag = uuid.uuid4().hex
     chord(similarity_shard.s(shard, shards, run_tag) for shard in range(shards))(
-        merge_similarities.s(run_tag, shards))
+        merge_similarities.s(run_tag, shards).on_error(similarity_run_failed.s(run_tag)))
     log.info("job=user_similarities status=dispatched shards=%s run=%s", shards, run_tag)
     return {"status": "dispatched", "rows": 0, "shards": shards, "run_tag": run_tag}
 
@@ -93,3 +94,10 @@ def similarity_shard(self, shard: int, shards: int, run_tag: str):
 def merge_similarities(self, shard_rows, run_tag: str, shards: int):
     return _run(lambda settings, cache: pipeline.merge_similarity_shards(settings, cache, run_tag, shards),
                 "user_similarities")
+
+
+@shared_task(name=FAILED_TASK)
+def similarity_run_failed(request, exc, traceback, run_tag: str):
+    """Errback of the merge: Celery calls it when a shard fails for good (a ChordError), in
+    the worker that saw the failure, with the failing request, the exception and its traceback."""
+    pipeline.fail_similarity_run(get_settings(), run_tag, f"{type(exc).__name__}: {exc}")
