@@ -45,6 +45,20 @@ def lock(client: redis.Redis, job: Job):
     return client.lock(LOCK_PREFIX + job.name, timeout=job.lock_ttl_s, blocking=False)
 
 
+# Deletes the lock only while it still holds the given value (as redis-py's Lock does).
+_RELEASE_IF_HELD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def lock_for_run(client: redis.Redis, job: Job, run_tag: str) -> bool:
+    """Take the job's lock for a run that other tasks finish (a sharded run); False if held."""
+    return bool(client.set(LOCK_PREFIX + job.name, run_tag, nx=True, ex=job.lock_ttl_s))
+
+
+def release_run(client: redis.Redis, job: Job, run_tag: str) -> None:
+    """Release a lock taken by lock_for_run, if that run still holds it."""
+    client.eval(_RELEASE_IF_HELD, 1, LOCK_PREFIX + job.name, run_tag)
+
+
 def is_running(client: redis.Redis, job: Job) -> bool:
     return bool(client.exists(LOCK_PREFIX + job.name))
 

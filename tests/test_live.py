@@ -5,9 +5,11 @@ import subprocess
 import time
 
 import pytest
+import redis
 from celery import Celery
 
 from deploy.seed import seed
+from shared.jobs import JOBS, is_running
 from tests.conftest import query
 from tests.live import start_api, start_worker
 
@@ -129,3 +131,5 @@ def test_a_failed_similarity_shard_is_recorded_as_a_failed_run(hand_env):
     assert "UndefinedTable" in failed[0][0] or "does not exist" in failed[0][0], failed[0][0]
     assert query(recs, "SELECT count(*) FROM job_runs WHERE status = 'running' OR finished_at IS NULL")[0][0] == 0
     assert "job=user_similarities status=failed" in log
+    client = redis.Redis.from_url(hand_env["RECOMMENDATIONS_REDIS_URL"])
+    assert not is_running(client, JOBS["user_similarities"])  # the failed run released its lock

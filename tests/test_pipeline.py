@@ -197,11 +197,31 @@ def test_sharded_similarities_merge_to_the_same_tables(hand_env):
     assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole  # untouched
     pipeline.compute_similarity_shard(three, 1, 3, "t1")
     pipeline.compute_similarity_shard(three, 1, 3, "t1")  # a retried shard replaces its output
-    result = pipeline.merge_similarity_shards(three, cache_for(three), "t1", 3)
+    cache = cache_for(three)
+    job = jobs.JOBS["user_similarities"]
+    assert jobs.lock_for_run(cache.client, job, "t1")  # as the dispatch takes it
+    assert not jobs.lock_for_run(cache.client, job, "t2") and jobs.is_running(cache.client, job)
+    result = pipeline.merge_similarity_shards(three, cache, "t1", 3)
+    assert not jobs.is_running(cache.client, job)  # the merge took the run's lock over and released it
     assert result["rows"] == len(whole) + len(whole_recs)
     assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole
     assert query(url, "SELECT user_id, item_ids FROM user_recommendations ORDER BY 1") == whole_recs
     assert query(url, "SELECT count(*) FROM similarity_shard_results")[0][0] == 0
+
+
+def test_a_sharded_run_holds_the_job_lock_from_dispatch(hand_env):
+    from workers import tasks
+
+    settings = load_settings(dict(hand_env, SIMILARITY_SHARDS="2"))
+    cache = cache_for(settings)
+    job = jobs.JOBS["user_similarities"]
+    assert jobs.lock_for_run(cache.client, job, "earlier")
+    with pytest.raises(pipeline.AlreadyRunning):  # refused before anything is dispatched
+        tasks._update_user_similarities(settings, cache)
+    jobs.release_run(cache.client, job, "another run")
+    assert jobs.is_running(cache.client, job)  # only the run holding the lock releases it
+    jobs.release_run(cache.client, job, "earlier")
+    assert not jobs.is_running(cache.client, job)
 
 
 def _frame(url, sql):

@@ -223,7 +223,11 @@ def compute_similarity_shard(settings: Settings, shard: int, shards: int, run_ta
 
 
 def merge_similarity_shards(settings: Settings, cache: Cache, run_tag: str, shards: int) -> dict:
-    """Swap every shard's output in at once; refuses if a shard is missing."""
+    """Swap every shard's output in at once; refuses if a shard is missing.
+
+    The run's lock, taken at dispatch (jobs.lock_for_run), passes to this merge's job_run.
+    """
+    jobs.release_run(cache.client, jobs.JOBS["user_similarities"], run_tag)
     with job_run("user_similarities", settings, cache) as result:
         conn = connect_recs(settings, application_name="recs-similarity-merge")
         try:
@@ -254,12 +258,13 @@ def merge_similarity_shards(settings: Settings, cache: Cache, run_tag: str, shar
     return result
 
 
-def fail_similarity_run(settings: Settings, run_tag: str, error: str) -> None:
+def fail_similarity_run(settings: Settings, cache: Cache, run_tag: str, error: str) -> None:
     """A shard of a sharded similarity run failed for good, so its merge never runs.
 
-    Record the run as failed (job_runs, hence /stats and Flower's view agree) and drop
-    the shard output it left.
+    Record the run as failed (job_runs, hence /stats and Flower's view agree), drop the
+    shard output it left and release the lock the run took when it was dispatched.
     """
+    jobs.release_run(cache.client, jobs.JOBS["user_similarities"], run_tag)
     conn = connect_recs(settings, application_name="recs-similarity-failed")
     try:
         run_id = jobs.record_start(conn, "user_similarities")

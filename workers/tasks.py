@@ -9,7 +9,7 @@ import redis
 from celery import chord, shared_task
 
 from shared.cache import Cache, make_client
-from shared.jobs import JOBS
+from shared.jobs import JOBS, lock_for_run, release_run
 from shared.settings import get_settings
 from workers import pipeline
 
@@ -70,8 +70,16 @@ def _update_user_similarities(settings, cache):
     if shards == 1:
         return pipeline.update_user_similarities(settings, cache)
     run_tag = uuid.uuid4().hex
-    chord(similarity_shard.s(shard, shards, run_tag) for shard in range(shards))(
-        merge_similarities.s(run_tag, shards).on_error(similarity_run_failed.s(run_tag)))
+    job = JOBS["user_similarities"]
+    # The run holds the job's lock from here until its merge (or the errback) releases it.
+    if not lock_for_run(cache.client, job, run_tag):
+        raise pipeline.AlreadyRunning(job.name)
+    try:
+        chord(similarity_shard.s(shard, shards, run_tag) for shard in range(shards))(
+            merge_similarities.s(run_tag, shards).on_error(similarity_run_failed.s(run_tag)))
+    except BaseException:
+        release_run(cache.client, job, run_tag)
+        raise
     log.info("job=user_similarities status=dispatched shards=%s run=%s", shards, run_tag)
     return {"status": "dispatched", "rows": 0, "shards": shards, "run_tag": run_tag}
 
@@ -100,4 +108,4 @@ def merge_similarities(self, shard_rows, run_tag: str, shards: int):
 def similarity_run_failed(request, exc, traceback, run_tag: str):
     """Errback of the merge: Celery calls it when a shard fails for good (a ChordError), in
     the worker that saw the failure, with the failing request, the exception and its traceback."""
-    pipeline.fail_similarity_run(get_settings(), run_tag, f"{type(exc).__name__}: {exc}")
+    pipeline.fail_similarity_run(get_settings(), _cache_client(), run_tag, f"{type(exc).__name__}: {exc}")
