@@ -106,6 +106,6 @@ def merge_similarities(self, shard_rows, run_tag: str, shards: int):
 
 @shared_task(name=FAILED_TASK)
 def similarity_run_failed(request, exc, traceback, run_tag: str):
-    """Errback of the merge: Celery calls it when a shard fails for good (a ChordError), in
-    the worker that saw the failure, with the failing request, the exception and its traceback."""
+    """Errback of the merge: Celery calls it when a shard fails for good (a ChordError) or
+    the merge itself does, with the failing request, the exception and its traceback."""
     pipeline.fail_similarity_run(get_settings(), _cache_client(), run_tag, f"{type(exc).__name__}: {exc}")
