@@ -38,32 +38,9 @@ def call(app, path: str, body: bytes) -> str:
     return status[0]
 
 
-def per_call_us(app, path: str, body: bytes, calls: int, rounds: int = 5) -> float:
-    for _ in range(200):
-        call(app, path, body)
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            call(app, path, body)
-        times.append((time.perf_counter() - started) / calls * 1e6)
-    return statistics.median(times)
-
-
-RUN_ID = time.time_ns() % 10**6  # price_from never repeats across runs or calls: every call misses
-NONCES = itertools.count(1)
-
-
-def miss_us(app, requests: list, calls: int, rounds: int = 5) -> float:
-    """Median microseconds per call over `requests`, each call a never-seen price_from."""
-    def one(i):
-        path, body = requests[i % len(requests)]
-        raw = orjson.dumps(body).replace(b'"__NONCE__"', b"0.%d%09d" % (RUN_ID, next(NONCES)))
-        status = call(app, path, raw)
-        if not status.startswith("200"):
-            raise SystemExit(f"{path}: {status}")
-
-    for i in range(50):
+def median_us(one, calls: int, rounds: int = 5, warmup: int = 200) -> float:
+    """Median over `rounds` of the microseconds per one(i) call, after `warmup` calls."""
+    for i in range(warmup):
         one(i)
     times = []
     for _ in range(rounds):
@@ -72,6 +49,26 @@ def miss_us(app, requests: list, calls: int, rounds: int = 5) -> float:
             one(i)
         times.append((time.perf_counter() - started) / calls * 1e6)
     return statistics.median(times)
+
+
+def per_call_us(app, path: str, body: bytes, calls: int) -> float:
+    return median_us(lambda _: call(app, path, body), calls)
+
+
+RUN_ID = time.time_ns() % 10**6  # price_from never repeats across runs or calls: every call misses
+NONCES = itertools.count(1)
+
+
+def miss_us(app, requests: list, calls: int) -> float:
+    """Median microseconds per call over `requests`, each call a never-seen price_from."""
+    def one(i):
+        path, body = requests[i % len(requests)]
+        raw = orjson.dumps(body).replace(b'"__NONCE__"', b"0.%d%09d" % (RUN_ID, next(NONCES)))
+        status = call(app, path, raw)
+        if not status.startswith("200"):
+            raise SystemExit(f"{path}: {status}")
+
+    return median_us(one, calls, warmup=50)
 
 
 def main(argv=None) -> int:

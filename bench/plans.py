@@ -2,8 +2,8 @@
 
 PostgreSQL gives a prepared statement custom plans (planned with its parameters at
 every execution) until a generic plan looks no costlier; the array parameters of
-`recs_popular` keep it on custom plans. shared.store.prepare forces generic plans. This
-times `recs_popular` both ways, on two connections, over up to 300 segments of the
+`recs_popular` keep it on custom plans, so the API's connections force generic ones
+(shared.db.connect_recs). This times `recs_popular` both ways, on two connections, over up to 300 segments of the
 configured recommendations DB (needs a refresh), rounds interleaved, and prints the
 median microseconds per read (execute and fetch, from Python).
 """
@@ -15,8 +15,7 @@ import statistics
 import sys
 import time
 
-import psycopg2
-
+from shared.db import connect_recs
 from shared.settings import load_settings
 from shared.store import prepare
 
@@ -27,8 +26,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=16)
     args = parser.parse_args(argv)
-    url = load_settings().recommendations_database_url
-    modes = {mode: prepare(psycopg2.connect(url), mode).cursor() for mode in ("force_custom_plan", "force_generic_plan")}
+    settings = load_settings()
+    modes = {}
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        modes[mode] = prepare(connect_recs(settings, application_name="recs-bench-plans")).cursor()
+        modes[mode].execute("SET plan_cache_mode = %s", (mode,))  # read at every EXECUTE
     cur = next(iter(modes.values()))
     cur.execute("SELECT DISTINCT geo_id, gender, age_group, category FROM popular_items ORDER BY 1, 2, 3, 4")
     segments = cur.fetchall()

@@ -364,15 +364,15 @@ What the profile showed (2026-11, this 2-core machine):
   index-range query per segment of the fallback chain it needs), content-based 1.3
   (the candidates of all its segments in one query, reused by the fill-in),
   collaborative 2.7 (the user's list joined to the catalogue, the segment list, the
-  fill-in; 3.0 before the fill-in reused the segment lists the blend had read). A
-  popular read of 100 rows cost ~0.8 ms from Python, of which PostgreSQL executes
-  0.14-0.38 ms and re-planned the statement for 0.2 ms every time: its array
-  parameters kept PostgreSQL on custom plans. The serving connections now force
-  generic plans (the same plan, planned once): `python -m bench.plans` times a popular
-  read both ways, interleaved, at 0.80-0.83x the custom-plan time. `Ranked.extend`,
-  the filter-and-dedupe loop every list goes through, now works on local variables
-  (0.62x its time on 350 candidates in a micro-benchmark). A content-based
-  miss reads ~270 rows (its own segment to list size, 40 candidates per preferred
+  fill-in; 3.0 before the fill-in reused the segment lists the blend had read). On the
+  API's connections a popular read of 100 rows costs ~0.65 ms from Python, of which
+  PostgreSQL executes 0.14-0.38 ms. Those connections use generic plans
+  (`shared.db.connect_recs`): PostgreSQL would otherwise re-plan the statement at
+  every execution because of its array parameters, and `python -m bench.plans`, which
+  times both interleaved, puts the generic plan at 0.80-0.83x the custom-plan time.
+  `Ranked.extend`, the filter-and-dedupe loop every list goes through, now works on
+  local variables (0.62x its time on 350 candidates in a micro-benchmark). A
+  content-based miss reads ~270 rows (its own segment to list size, 40 candidates per preferred
   category), and those rows are most of its cost. Precomputing content-based lists in
   the workers, and reading the whole fallback chain in one query, are what would cut
   misses further.

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+from redis.exceptions import LockNotOwnedError
 
 LOCK_PREFIX = "recs:lock:"
 QUEUE = "recs"  # the Celery queue every job runs on
@@ -45,18 +46,20 @@ def lock(client: redis.Redis, job: Job):
     return client.lock(LOCK_PREFIX + job.name, timeout=job.lock_ttl_s, blocking=False)
 
 
-# Deletes the lock only while it still holds the given value (as redis-py's Lock does).
-_RELEASE_IF_HELD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-
-
 def lock_for_run(client: redis.Redis, job: Job, run_tag: str) -> bool:
-    """Take the job's lock for a run that other tasks finish (a sharded run); False if held."""
-    return bool(client.set(LOCK_PREFIX + job.name, run_tag, nx=True, ex=job.lock_ttl_s))
+    """Take the job's lock for a run that other tasks finish (a sharded run); False if held.
+
+    The run tag is the lock's token, so whichever task ends the run can release it.
+    """
+    return lock(client, job).acquire(token=run_tag)
 
 
 def release_run(client: redis.Redis, job: Job, run_tag: str) -> None:
     """Release a lock taken by lock_for_run, if that run still holds it."""
-    client.eval(_RELEASE_IF_HELD, 1, LOCK_PREFIX + job.name, run_tag)
+    try:
+        lock(client, job).do_release(run_tag)
+    except LockNotOwnedError:  # expired, or taken since by another run
+        pass
 
 
 def is_running(client: redis.Redis, job: Job) -> bool:

@@ -61,18 +61,15 @@ STATEMENTS = {
 }
 
 
-def prepare(conn, plan_cache_mode: str = "force_generic_plan"):
+def prepare(conn):
     """PREPARE the serving statements on a new connection; returns it.
 
     A prepared statement survives the workers' table swaps: PostgreSQL re-analyses it
-    when a table it uses is dropped and replaced. Generic plans: each statement reads
-    along one index whatever its parameters, yet PostgreSQL keeps re-planning the
-    popular statement for every execution because of its array parameters; the
-    generic plan is the same plan without that cost (`python -m bench.plans`).
+    when a table it uses is dropped and replaced. The API's connections run them on
+    generic plans (shared.db.connect_recs; `python -m bench.plans` measures the saving).
     """
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SET plan_cache_mode = %s", (plan_cache_mode,))
         for name, (types, text) in STATEMENTS.items():
             cur.execute(f"PREPARE {name} ({types}) AS {text}")
     return conn
