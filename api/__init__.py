@@ -35,7 +35,7 @@ def _authorized(settings) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     ok_user = hmac.compare_digest(user.encode(), settings.basic_auth_username.encode())
-    ok_pass = hmac.compare_digest(password.encode(), settings.basic_auth_password.encode())
+    ok_pass = hmac.compare_digest(password.encode(), settings.basic_auth_password.get_secret_value().encode())
     return ok_user & ok_pass
 
 
@@ -45,7 +45,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["recs"] = Services(settings)
-    auth_on = bool(settings.basic_auth_username and settings.basic_auth_password)
+    auth_on = settings.basic_auth_enabled
 
     from api import admin, ops, recommendations
 
