@@ -1,6 +1,6 @@
 """Every setting, read from the environment in one place and validated at startup.
 
-pydantic-settings does the reading and type checks; each field's alias is its variable.
+pydantic-settings does the reading and type checks; a field name upper-cased is its variable.
 A bad value raises SettingsError naming the variable, so a process fails loudly
 instead of running with a value nobody meant. Secrets are SecretStr, so they never
 appear in a repr, a log line or /stats.
@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Annotated, Literal, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 
