@@ -47,11 +47,13 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["recs"] = Services(settings)
     auth_on = settings.basic_auth_enabled
 
-    from api import admin, ops, recommendations
+    from api import admin, categories, docs, ops, recommendations
 
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(docs.bp)
+    app.register_blueprint(categories.bp)
 
     @app.before_request
     def _guard():
@@ -79,7 +81,10 @@ def create_app(config: dict | None = None) -> Flask:
     def _http(exc: HTTPException):
         if exc.code == 413:
             return json_response(too_large_payload(), 413)
-        return error_response(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
+        resp = error_response(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
+        if getattr(exc, "valid_methods", None):  # a 405 lists what is allowed (RFC 9110)
+            resp.headers["Allow"] = ", ".join(exc.valid_methods)
+        return resp
 
     @app.errorhandler(Exception)
     def _unexpected(exc):

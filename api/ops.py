@@ -1,4 +1,4 @@
-"""GET /health, GET /stats and GET /openapi.json."""
+"""GET /health and GET /stats."""
 from __future__ import annotations
 
 import time
@@ -6,7 +6,6 @@ import time
 from flask import Blueprint
 
 from api.http import json_response, services
-from api.openapi import document
 from shared import store
 from shared.db import ping
 from shared.jobs import JOBS, interval_seconds
@@ -94,8 +93,3 @@ def stats():
         "cache": _part(s.cache.stats),
         "config": s.settings.public(),
     })
-
-
-@bp.get("/openapi.json")
-def openapi():
-    return json_response(document())

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def start_api(env: dict) -> tuple[Process, str]:
     for _ in range(200):
         try:
             urllib.request.urlopen(url + "/openapi.json", timeout=1)
+            return proc, url
+        except urllib.error.HTTPError:  # it answers (e.g. 401 with basic auth on): it is up
             return proc, url
         except OSError:
             if proc.proc.poll() is not None:
