@@ -87,7 +87,7 @@ def record_finish(conn, run_id: int, status: str, rows: int | None = None, error
 
 LAST_RUNS_SQL = """
 SELECT DISTINCT ON (job) job, started_at, finished_at, duration_ms, rows_written, status, error,
-       extract(epoch FROM now() - started_at) AS age_s
+       extract(epoch FROM now() - started_at)::float8 AS age_s  -- a JSON number, as in /health
 FROM job_runs ORDER BY job, started_at DESC
 """
 

@@ -214,6 +214,7 @@ def test_stats(client, tiny_env):
     assert body["recommendations_db"]["tables"]["items"] == 500
     jobs = body["recommendations_db"]["jobs"]
     assert jobs["popular_items"]["status"] == "success" and jobs["popular_items"]["duration_ms"] > 0
+    assert all(type(job["age_s"]) is float and job["age_s"] >= 0 for job in jobs.values())  # numbers, as in /health
     cache = body["cache"]["today"]
     assert cache["hits"] >= 1 and cache["misses"] >= 1 and 0 < cache["hit_rate"] < 1
     assert body["config"]["max_page_size"] == 100 and "basic_auth_password" not in body["config"]
