@@ -171,7 +171,8 @@ def document(auth_on: bool, max_page_size: int, default_page_size: int) -> dict:
     doc = {
         "openapi": "3.1.0",
         "info": {"title": "MySanta recommendation service", "version": "1.0.0",
-                 "description": "Gift recommendations for MySanta. Interactive docs: `/docs`."},
+                 "description": "Gift recommendations for MySanta: popular items per demographic segment, "
+                                "and personal lists by each user's history. Ids are integers."},
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}},
     }
