@@ -37,7 +37,7 @@ worker: venv
 	$(VENV)/bin/celery -A workers.app worker --loglevel=INFO --concurrency=2 -Q recs
 
 beat: venv
-	$(VENV)/bin/celery -A workers.app beat --loglevel=INFO --schedule=/tmp/recs-celerybeat-schedule
+	$(VENV)/bin/celery -A workers.app beat --loglevel=INFO
 
 flower: venv
 	$(VENV)/bin/celery -A workers.app flower --port=5555

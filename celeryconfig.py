@@ -28,6 +28,8 @@ broker_transport_options = {"visibility_timeout": 7200}
 broker_connection_retry_on_startup = True
 worker_hijack_root_logger = False
 
+beat_schedule_filename = _settings.celery_beat_schedule_file
+
 task_routes = {"recs.*": {"queue": QUEUE}}
 task_default_queue = QUEUE
 

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # Read by deploy/gunicorn.conf.py; validated here so a typo fails every process alike.
     web_concurrency: int = _int(2, 1, 256)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # Celery beat's record of last runs (a shelve file). Relative: to the working directory,
+    # so each checkout (and each container) has its own.
+    celery_beat_schedule_file: str = Field("celerybeat-schedule", min_length=1)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_):

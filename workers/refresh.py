@@ -13,6 +13,8 @@ from shared.cache import Cache, make_client
 from shared.settings import SettingsError, load_settings
 from workers import pipeline
 
+ALREADY_RUNNING = 3  # exit status when another refresh holds the lock
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run the full precompute once, in this process.")
@@ -36,7 +38,7 @@ def main(argv=None) -> int:
                                       on_step=lambda name: bar.set_description(f"refresh {name}"))
     except pipeline.AlreadyRunning:
         print("refresh: already running (another refresh holds the lock)", file=sys.stderr)
-        return 1
+        return ALREADY_RUNNING
     except psycopg2.Error as exc:
         print(f"refresh: database error: {exc}", file=sys.stderr)
         return 1
