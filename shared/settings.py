@@ -44,13 +44,21 @@ def _url(env, name, default, schemes):
     return value
 
 
+# Query parameters that carry a secret in libpq and Redis URLs (?password=..., ?sslpassword=...).
+_SECRET_PARAMS = ("password", "pass", "passwd", "secret", "token", "key")
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced, safe for /stats and logs."""
+    """The URL with any password replaced (user-info and query string), safe for /stats and logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        url = url.replace(f":{parts.password}@", ":***@", 1)
+    base, sep, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    query = "&".join(
+        f"{name}=***" if any(word in name.lower() for word in _SECRET_PARAMS) else f"{name}{eq}{value}"
+        for name, eq, value in (p.partition("=") for p in query.split("&") if p))
+    return f"{base}{sep}{query}{hash_}{fragment}"
 
 
 def _redis_db(url: str, db: int) -> str:
