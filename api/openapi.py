@@ -44,7 +44,8 @@ ERRORS = {
     "400": _json(_ref("Error"), "Malformed request; the error names the field and the rule"),
     "401": _json(_ref("Error"), "Credentials required (BASIC_AUTH_* set)"),
     "413": _json(_ref("Error"), "Body too large"),
-    "503": _json(_ref("Error"), "Recommendations DB unavailable and the answer is not cached"),
+    "503": _json(_ref("Error"), "Recommendations DB unavailable and the answer is not cached, or a dependency "
+                                "did not answer within DB_TIMEOUT_MS"),
 }
 
 
@@ -66,9 +67,18 @@ def document() -> dict:
     paths = {
         "/popular": _post("Popular gifts for a demographic segment", "PopularRequest"),
         "/personalized": _post("Recommendations for one user, by their history", "PersonalizedRequest"),
-        "/health": {"get": {"summary": "Dependencies and data freshness", "responses": {
-            "200": _json({"type": "object"}, "status ok or degraded (a job more than twice its interval late)"),
-            "503": _json({"type": "object"}, "a dependency is down; 'failing' names it")}}},
+        "/health": {"get": {"summary": "Dependencies and data freshness (checks bounded, cached ~1.5 s per process)",
+                            "responses": {
+            "200": _json({"type": "object"}, "status ok, or degraded: serving, but a dependency is down ('failing' "
+                                             "names it) or a job is more than twice its interval late"),
+            "503": _json({"type": "object"}, "status unavailable: neither Redis nor the recommendations DB "
+                                             "answers, so nothing can be served")}}},
+        "/livez": {"get": {"summary": "Liveness: the process answers; no dependency is called", "responses": {
+            "200": _json({"type": "object", "properties": {"status": {"type": "string", "enum": ["ok"]}}}, "alive")}}},
+        "/readyz": {"get": {"summary": "Readiness: Redis or the recommendations DB answers (same cached checks as "
+                                       "/health)", "responses": {
+            "200": _json({"type": "object"}, "status ready; 'failing' lists dependencies that are down"),
+            "503": _json({"type": "object"}, "status unavailable: take this instance out of rotation")}}},
         "/stats": {"get": {"summary": "Data, cache and configuration figures", "responses": {
             "200": _json({"type": "object"}, "main_db, recommendations_db, cache, config"),
             "401": ERRORS["401"]}}},

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from api.health import Snapshot
 from shared.cache import Cache, make_client
 from shared.db import API_CONNECT_TIMEOUT_S, LazyConnection, connect_main, connect_recs
 from shared.settings import Settings
 from shared.store import SqlSource, prepare
 
 REDIS_TIMEOUT_S = 0.25
+# /health and /readyz re-check dependencies at most this often per process.
+HEALTH_TTL_S = 1.5
 
 
 class Services:
@@ -32,6 +35,12 @@ class Services:
     def connect_main(self):
         return connect_main(self.settings, statement_timeout_ms=self.settings.db_timeout_ms,
                             connect_timeout_s=API_CONNECT_TIMEOUT_S)
+
+    @cached_property
+    def health(self) -> Snapshot:
+        from api.ops import check_timeout_s, diagnose  # the checks live with the /health view
+
+        return Snapshot(lambda: diagnose(self), ttl_s=HEALTH_TTL_S, wait_s=check_timeout_s(self.settings) + 0.2)
 
     @cached_property
     def celery(self):

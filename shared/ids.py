@@ -12,8 +12,14 @@ def parse_id(value) -> int:
         raise ValueError("must be an integer id")
     if isinstance(value, int):
         result = value
-    elif isinstance(value, str) and value.strip().lstrip("+").isdigit():
-        result = int(value)
+    elif isinstance(value, str):
+        digits = value.strip().removeprefix("+")
+        # ASCII only: str.isdigit() and int() also take "١٢٣" (Arabic-Indic) and other scripts.
+        if not (digits.isascii() and digits.isdigit()):
+            raise ValueError("must be an integer id")
+        if len(digits.lstrip("0")) > len(str(MAX_ID)):  # never int() a huge string (its error leaks internals)
+            raise ValueError(f"must be between 1 and {MAX_ID}")
+        result = int(digits)
     else:
         raise ValueError("must be an integer id")
     if not 1 <= result <= MAX_ID:

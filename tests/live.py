@@ -12,13 +12,21 @@ from deploy.localproc import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# What a child process may inherit from the shell: what it needs to run, never a setting
+# (a CELERY_BROKER_URL exported in the shell must not reach a server the tests start).
+PASS_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+
+
+def clean_env(env: dict) -> dict:
+    """A child's whole environment: the pass-through basics plus exactly `env`."""
+    return {**{k: os.environ[k] for k in PASS_THROUGH if k in os.environ}, **env}
 
 
 class Process:
     def __init__(self, args, env, log_name):
         self.path = Path(f"/tmp/{log_name}-{os.getpid()}-{time.monotonic_ns()}.log")
         self.log = open(self.path, "w")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=self.log,
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=clean_env(env), stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
@@ -36,14 +44,14 @@ class Process:
         self.path.unlink(missing_ok=True)
 
 
-def start_api(env: dict) -> tuple[Process, str]:
+def start_api(env: dict, workers: int = 2) -> tuple[Process, str]:
     port = free_port()
     proc = Process([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "api.wsgi:app"],
-                   {**env, "PORT": str(port), "WEB_CONCURRENCY": "2"}, "recs-test-api")
+                   {**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)}, "recs-test-api")
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
-            urllib.request.urlopen(url + "/openapi.json", timeout=1)
+            urllib.request.urlopen(url + "/livez", timeout=1)
             return proc, url
         except OSError:
             if proc.proc.poll() is not None:

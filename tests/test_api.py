@@ -233,6 +233,7 @@ def test_health_ok_then_degraded_when_a_job_is_late(client, tiny_env):
         ids = [r[0] for r in cur.fetchall()]
     conn.commit()
     try:
+        client = create_app(tiny_env).test_client()  # a new process: /health results are cached per process
         r = client.get("/health")
         assert r.status_code == 200 and r.get_json()["status"] == "degraded"
         assert r.get_json()["late_jobs"] == ["popular_items"]  # 15-minute job, an hour old

@@ -1,13 +1,12 @@
 """The bench tools run end to end on tiny data and report what they should (figures live in BENCHMARKS.md, not here)."""
 import json
-import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.live import ROOT
+from tests.live import ROOT, clean_env
 
 
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed (apt-get install wrk)")
@@ -15,7 +14,7 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "bench.run", "--preset", "tiny", "--seconds", "1", "--repeats", "1",
          "--main-url", databases["main_bench"], "--recs-url", databases["recs_bench"], "--results", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=clean_env({}), capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     result = json.loads((tmp_path / "tiny.json").read_text())
@@ -34,7 +33,7 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
 
 def _tool(module: str, env: dict, *args: str) -> dict:
     """Run a bench tool on the refreshed tiny DBs; {label: microseconds} from its `label: N us ...` lines."""
-    out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env={**os.environ, **env},
+    out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=clean_env(env),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return {line.split(":")[0]: float(line.split(":")[1].split()[0]) for line in out.stdout.splitlines() if " us " in line}
