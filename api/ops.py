@@ -9,7 +9,7 @@ from api.http import json_response, services
 from api.openapi import document
 from shared import store
 from shared.db import ping
-from shared.jobs import JOBS, interval_seconds
+from shared.jobs import job_health
 
 bp = Blueprint("ops", __name__)
 
@@ -28,25 +28,6 @@ def _select_one(cur):
     cur.fetchone()
 
 
-def freshness(s) -> dict:
-    """Per scheduled job: age of its last success; late when older than twice its interval."""
-    successes = s.recs_db.run(store.last_successes)
-    out = {}
-    for job in JOBS.values():
-        interval = interval_seconds(job, s.settings)
-        if interval is None:
-            continue
-        last = successes.get(job.name)
-        age = float(last["age_s"]) if last else None
-        out[job.name] = {
-            "last_success": last["finished_at"] if last else None,
-            "age_s": round(age, 1) if age is not None else None,
-            "interval_s": interval,
-            "late": age is None or age > 2 * interval,
-        }
-    return out
-
-
 @bp.get("/health")
 def health():
     s = services()
@@ -57,17 +38,18 @@ def health():
     }
     failing = [name for name, c in checks.items() if c["status"] != "up"]
     body = {"checks": checks}
+    late = stuck = []
     if "recommendations_db" not in failing:
-        body["freshness"] = fresh = freshness(s)
-        late = [name for name, f in fresh.items() if f["late"]]
-    else:
-        late = []
+        jobs = s.recs_db.run(lambda cur: job_health(cur, s.settings))
+        body["freshness"], late, stuck = jobs["freshness"], jobs["late"], jobs["stuck"]
     if failing:
         body.update(status="unavailable", failing=failing)
         return json_response(body, 503)
-    body["status"] = "degraded" if late else "ok"
+    body["status"] = "degraded" if late or stuck else "ok"
     if late:
         body["late_jobs"] = late
+    if stuck:
+        body["stuck_jobs"] = stuck
     return json_response(body, 200)
 
 
