@@ -106,7 +106,15 @@ CREATE TABLE IF NOT EXISTS job_runs (
     finished_at  timestamptz,
     duration_ms  double precision,
     rows_written bigint,
-    status       text NOT NULL DEFAULT 'running',  -- running | success | failed
+    status       text NOT NULL DEFAULT 'running',  -- running | success | failed | abandoned
     error        text
 );
 CREATE INDEX IF NOT EXISTS job_runs_job_started ON job_runs (job, started_at DESC);
+-- The running job renews heartbeat_at with its lease (shared/jobs.py): a `running` row
+-- whose heartbeat is stale belongs to a dead worker and is marked `abandoned`.
+-- task_id: the run's token (its Celery task id); parent_id: the run a step row belongs to
+-- (the steps of refresh_all are recorded by refresh_all's own run).
+ALTER TABLE job_runs ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE job_runs ADD COLUMN IF NOT EXISTS task_id text;
+ALTER TABLE job_runs ADD COLUMN IF NOT EXISTS parent_id bigint;
+CREATE INDEX IF NOT EXISTS job_runs_running ON job_runs (started_at) WHERE status = 'running';

@@ -8,7 +8,7 @@ from api.http import json_response, services
 from api.openapi import document
 from shared import store
 from shared.db import ping
-from shared.jobs import JOBS, interval_seconds
+from shared.jobs import job_health
 
 bp = Blueprint("ops", __name__)
 
@@ -18,25 +18,6 @@ DEPENDENCIES = ("main_db", "recommendations_db", "redis")
 def _select_one(cur):
     cur.execute("SELECT 1")
     cur.fetchone()
-
-
-def freshness(s) -> dict:
-    """Per scheduled job: age of its last success; late when older than twice its interval."""
-    successes = s.recs_db.run(store.last_successes)
-    out = {}
-    for job in JOBS.values():
-        interval = interval_seconds(job, s.settings)
-        if interval is None:
-            continue
-        last = successes.get(job.name)
-        age = float(last["age_s"]) if last else None
-        out[job.name] = {
-            "last_success": last["finished_at"] if last else None,
-            "age_s": round(age, 1) if age is not None else None,
-            "interval_s": interval,
-            "late": age is None or age > 2 * interval,
-        }
-    return out
 
 
 def check_timeout_s(settings) -> float:
@@ -55,28 +36,30 @@ def diagnose(s) -> dict:
         "main_db": lambda: ping(s.connect_main),
         "recommendations_db": lambda: s.recs_db.run(_select_one),
         "redis": lambda: s.cache.client.ping(),
-        "freshness": lambda: freshness(s),
+        "jobs": lambda: s.recs_db.run(lambda cur: job_health(cur, s.settings)),
     }, check_timeout_s(s.settings))
     checks = {name: ({"status": "up", "latency_ms": r["latency_ms"]} if r["ok"]
                      else {"status": "down", "error": r["error"]}) for name, r in results.items()
               if name in DEPENDENCIES}
     failing = [name for name in DEPENDENCIES if checks[name]["status"] != "up"]
     body = {"checks": checks}
-    late = []
-    if results["freshness"]["ok"]:
-        body["freshness"] = fresh = results["freshness"]["value"]
-        late = [name for name, f in fresh.items() if f["late"]]
+    late = stuck = []
+    if results["jobs"]["ok"]:
+        jobs = results["jobs"]["value"]
+        body["freshness"], late, stuck = jobs["freshness"], jobs["late"], jobs["stuck"]
     can_serve = checks["redis"]["status"] == "up" or checks["recommendations_db"]["status"] == "up"
     body["serving"] = {"cache_hits": checks["redis"]["status"] == "up",
                        "cache_misses": checks["recommendations_db"]["status"] == "up"}
     if not can_serve:
         body["status"] = "unavailable"
     else:
-        body["status"] = "degraded" if failing or late else "ok"
+        body["status"] = "degraded" if failing or late or stuck else "ok"
     if failing:
         body["failing"] = failing
     if late:
         body["late_jobs"] = late
+    if stuck:
+        body["stuck_jobs"] = stuck
     return body
 
 

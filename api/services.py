@@ -44,7 +44,6 @@ class Services:
 
     @cached_property
     def celery(self):
-        # Imported on first admin call only: the serving path stays small.
-        from celery import Celery
+        from api.admin import celery_client
 
-        return Celery("recs-api", broker=self.settings.celery_broker_url, backend=self.settings.celery_result_backend)
+        return celery_client(self.settings)

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     similarity_shards: int = _int(1, 1, 1024)
     db_timeout_ms: int = _int(2000, 50, 600000)
     generation_check_ms: int = _int(1000, 0, 60000)
+    job_lease_seconds: int = _int(60, 2, 3600)
     basic_auth_username: str = ""
     basic_auth_password: SecretStr = SecretStr("")
     flower_basic_auth: SecretStr = SecretStr("")

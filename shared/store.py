@@ -5,7 +5,7 @@ as shared.db.LazyConnection.run, so the caller decides how connections are held.
 """
 from __future__ import annotations
 
-from shared.jobs import LAST_RUNS_SQL, LAST_SUCCESS_SQL
+from shared.jobs import LAST_RUNS_SQL
 from shared.serving import Filters, Item, Profile
 
 ITEM_COLS = "i.item_id, i.price, i.category, i.platform, i.geo_id, i.in_stock"
@@ -135,7 +135,3 @@ def last_runs(cur) -> dict:
     names = [d[0] for d in cur.description]
     return {row[0]: dict(zip(names[1:], row[1:])) for row in cur.fetchall()}
 
-
-def last_successes(cur) -> dict:
-    cur.execute(LAST_SUCCESS_SQL)
-    return {job: {"finished_at": finished, "age_s": age} for job, finished, age in cur.fetchall()}

@@ -265,13 +265,14 @@ def test_admin_is_loopback_only_without_credentials(client):
 def test_admin_conflict_when_running_and_unknown_action(client, tiny_env):
     from shared import jobs
 
-    lock = jobs.lock(redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"]), jobs.JOBS["user_profiles"])
-    assert lock.acquire()
+    lease = jobs.Lease(redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"]), jobs.JOBS["user_profiles"], 30,
+                       "the-running-task").acquire()
     try:
         r = client.post("/admin/update-user-profiles")
         assert r.status_code == 409 and r.get_json()["status"] == "already_running"
+        assert r.get_json()["task_id"] == "the-running-task"
     finally:
-        lock.release()
+        lease.release()
     assert client.post("/admin/rebuild-everything").status_code == 404
 
 
@@ -287,7 +288,26 @@ def test_admin_enqueues_the_named_task(client, tiny_env):
                for m in queued)
     state = client.get(f"/admin/tasks/{body['task_id']}").get_json()
     assert state["state"] == "PENDING"
+    # Asked again while it waits in the queue: 409 naming the queued task, nothing sent.
+    again = client.post("/admin/refresh-popular-items")
+    assert again.status_code == 409
+    assert again.get_json() == {"status": "already_queued", "task": "recs.refresh_popular_items",
+                                "task_id": body["task_id"]}
+    assert broker.llen("recs") == len(queued)
+    # Another job is not affected.
+    other = client.post("/admin/cleanup-cache")
+    assert other.status_code == 202 and other.get_json()["task_id"] != body["task_id"]
     broker.delete("recs")
+    redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"]).delete("recs:queued:popular_items",
+                                                                       "recs:queued:cleanup_cache")
+
+
+def test_admin_task_state_is_404_for_an_id_never_issued(client):
+    import uuid
+
+    r = client.get(f"/admin/tasks/{uuid.uuid4()}")
+    assert r.status_code == 404 and r.get_json()["error"] == "not_found"
+    assert client.get("/admin/tasks/not-even-a-uuid").status_code == 404
 
 
 def test_basic_auth_guards_everything_but_health(tiny_env):

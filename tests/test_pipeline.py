@@ -111,13 +111,22 @@ def test_swap_keeps_index_names_so_schema_reapplies_cleanly(hand_env):
 def test_second_run_while_one_runs_is_refused(hand_env):
     settings = load_settings(hand_env)
     cache = cache_for(settings)
-    held = jobs.lock(cache.client, jobs.JOBS["popular_items"])
-    assert held.acquire()
+    held = jobs.Lease(cache.client, jobs.JOBS["popular_items"], 30, "scheduled-run").acquire()
     try:
-        with pytest.raises(pipeline.AlreadyRunning):
+        with pytest.raises(pipeline.AlreadyRunning) as refused:
             pipeline.refresh_popular_items(settings, cache)
+        assert refused.value.holder == "scheduled-run"
+        # refresh_all runs popular_items as its own step under its own lease: refused up
+        # front (all leases or none), not recorded as a failed refresh_all.
+        with pytest.raises(pipeline.AlreadyRunning) as refused:
+            pipeline.refresh_all(settings, cache)
+        assert (refused.value.job, refused.value.holder) == ("popular_items", "scheduled-run")
+        assert not jobs.is_running(cache.client, jobs.JOBS["refresh_all"])
+        assert not jobs.is_running(cache.client, jobs.JOBS["user_profiles"])
+        assert query(hand_env["RECOMMENDATIONS_DATABASE_URL"], "SELECT count(*) FROM job_runs")[0][0] == 0
     finally:
         held.release()
+    assert not jobs.is_running(cache.client, jobs.JOBS["popular_items"])
 
 
 def test_failed_run_is_recorded_with_its_error(hand_env):
@@ -190,37 +199,53 @@ def test_sharded_similarities_merge_to_the_same_tables(hand_env):
     whole = query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2")
     whole_recs = query(url, "SELECT user_id, item_ids FROM user_recommendations ORDER BY 1")
     three = load_settings(dict(hand_env, SIMILARITY_SHARDS="3"))
-    pipeline.compute_similarity_shard(three, 0, 3, "t1")
-    pipeline.compute_similarity_shard(three, 2, 3, "t1")
-    with pytest.raises(RuntimeError, match="2 of 3 shards"):
-        pipeline.merge_similarity_shards(three, cache_for(three), "t1", 3)
-    assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole  # untouched
-    pipeline.compute_similarity_shard(three, 1, 3, "t1")
-    pipeline.compute_similarity_shard(three, 1, 3, "t1")  # a retried shard replaces its output
     cache = cache_for(three)
     job = jobs.JOBS["user_similarities"]
-    assert jobs.lock_for_run(cache.client, job, "t1")  # as the dispatch takes it
-    assert not jobs.lock_for_run(cache.client, job, "t2") and jobs.is_running(cache.client, job)
-    result = pipeline.merge_similarity_shards(three, cache, "t1", 3)
-    assert not jobs.is_running(cache.client, job)  # the merge took the run's lock over and released it
+    handles = []  # what the Celery chord would carry to the shard tasks and the merge
+    dispatched = pipeline.dispatch_user_similarities(three, cache, handles.append, token="t1")
+    assert dispatched["status"] == "dispatched" and handles[0]["token"] == "t1"
+    run = handles[0]
+    # The run holds the job's lease from dispatch on: a second run is refused.
+    assert jobs.holder(cache.client, "user_similarities") == "t1"
+    with pytest.raises(pipeline.AlreadyRunning):
+        pipeline.dispatch_user_similarities(three, cache, handles.append, token="t2")
+    pipeline.compute_similarity_shard(three, cache, 0, 3, run)
+    pipeline.compute_similarity_shard(three, cache, 2, 3, run)
+    with pytest.raises(RuntimeError, match="2 of 3 shards"):
+        pipeline.merge_similarity_shards(three, cache, run, 3)
+    assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole  # untouched
+    assert query(url, "SELECT status FROM job_runs WHERE id = %s", (run["run_id"],)) == [("failed",)]
+    assert not jobs.is_running(cache.client, job)  # a failed merge ends the run
+
+    dispatched = pipeline.dispatch_user_similarities(three, cache, handles.append, token="t3")
+    run = handles[-1]
+    for shard in (0, 1, 2, 1):  # a retried shard replaces its output
+        pipeline.compute_similarity_shard(three, cache, shard, 3, run)
+    assert jobs.holder(cache.client, "user_similarities") == "t3"  # the shards renewed it, never released it
+    result = pipeline.merge_similarity_shards(three, cache, run, 3)
+    assert not jobs.is_running(cache.client, job)  # the merge took the run's lease over and released it
     assert result["rows"] == len(whole) + len(whole_recs)
+    assert query(url, "SELECT status, rows_written, task_id FROM job_runs WHERE id = %s", (run["run_id"],)) == [
+        ("success", result["rows"], "t3")]
     assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole
     assert query(url, "SELECT user_id, item_ids FROM user_recommendations ORDER BY 1") == whole_recs
-    assert query(url, "SELECT count(*) FROM similarity_shard_results")[0][0] == 0
+    assert query(url, "SELECT count(*) FROM similarity_shard_results WHERE run_tag = 't3'")[0][0] == 0
 
 
-def test_a_sharded_run_holds_the_job_lock_from_dispatch(hand_env):
+def test_a_sharded_run_holds_the_job_lease_from_dispatch(hand_env):
     from workers import tasks
 
     settings = load_settings(dict(hand_env, SIMILARITY_SHARDS="2"))
     cache = cache_for(settings)
     job = jobs.JOBS["user_similarities"]
-    assert jobs.lock_for_run(cache.client, job, "earlier")
+    earlier = jobs.Lease(cache.client, job, 30, "earlier").acquire()
     with pytest.raises(pipeline.AlreadyRunning):  # refused before anything is dispatched
         tasks._update_user_similarities(settings, cache)
-    jobs.release_run(cache.client, job, "another run")
-    assert jobs.is_running(cache.client, job)  # only the run holding the lock releases it
-    jobs.release_run(cache.client, job, "earlier")
+    jobs.Lease(cache.client, job, 30, "another run").release()
+    assert jobs.is_running(cache.client, job)  # only the run holding the lease releases it
+    with pytest.raises(jobs.LeaseLost):  # nor can another run continue it
+        jobs.Lease(cache.client, job, 30, "another run").adopt()
+    earlier.release()
     assert not jobs.is_running(cache.client, job)
 
 
