@@ -85,6 +85,8 @@ class Settings:
     similarity_shards: int
     db_timeout_ms: int
     generation_check_ms: int
+    live_sync_seconds: int
+    live_lag_alert_seconds: int
     basic_auth_username: str
     basic_auth_password: str
     flower_basic_auth: str
@@ -142,6 +144,8 @@ def load_settings(env=None) -> Settings:
         similarity_shards=_int(env, "SIMILARITY_SHARDS", 1, 1, 1024),
         db_timeout_ms=_int(env, "DB_TIMEOUT_MS", 2000, 50, 600000),
         generation_check_ms=_int(env, "GENERATION_CHECK_MS", 1000, 0, 60000),
+        live_sync_seconds=_int(env, "LIVE_SYNC_SECONDS", 10, 1, 3600),
+        live_lag_alert_seconds=_int(env, "LIVE_LAG_ALERT_SECONDS", 120, 1, 86400),
         basic_auth_username=auth_user,
         basic_auth_password=auth_pass,
         flower_basic_auth=env.get("FLOWER_BASIC_AUTH", ""),
