@@ -284,3 +284,28 @@ def _sync_or_busy(env, errors):
         pass
     except Exception as exc:  # noqa: BLE001 (reported by the test)
         errors.append(exc)
+
+
+def test_a_real_worker_and_beat_apply_a_like_within_the_sync_period(env, tmp_path):
+    import time
+
+    from tests.live import start_beat, start_worker
+
+    procs_env = dict(env.env, LIVE_SYNC_SECONDS="1")
+    worker = start_worker(procs_env, queue="recs_live")
+    beat = start_beat(procs_env, tmp_path)
+    try:
+        user = user_with(env.recs, "interaction_count >= 3")
+        item = personalized(env.client, user)["items"][0]
+        add_like(env.main, user, item)
+        deadline = time.monotonic() + 60
+        gone = False
+        while time.monotonic() < deadline and not gone:
+            gone = item not in personalized(env.client, user)["items"]
+            time.sleep(0.2)
+        logs = worker.output() + beat.output()
+    finally:
+        beat.stop()
+        worker.stop()
+    assert gone, logs[-3000:]
+    assert "job=live_sync status=success events=1" in logs, logs[-3000:]
