@@ -59,6 +59,7 @@ GAP_TTL_S = 3600  # an id missing this long was rolled back: stop looking for it
 MAX_GAPS = 100_000  # per source; a jump in the id sequence beyond this is logged and not tracked
 PRESENT_OVERLAP_S = 300  # presents are re-read this far behind their watermark (late commits)
 RECONCILE_MARGIN_S = 60  # a full job's snapshot is taken this soon after its run starts, at the latest
+FOLD_IN_MAX = 1000  # users folded in per round; more (a burst) wait for the next run, their profiles do not
 LOCK_KEY = "recs:lock:live_sync"
 LOCK_TTL_S = 600
 FULL_JOBS = ("popular_items", "user_profiles", "user_similarities")
@@ -337,10 +338,12 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
                     state[source]["ref_ts"] = ref
             popped = cache.pop_touched() if result["rounds"] == 0 else []
             users = sorted({r[1] for r in public} | set(popped))
+            deferred = []
             with recs.cursor() as cur:
                 if users:
                     _, prof = apply_users(main, cur, settings, users, state["likes"]["ref_ts"])
                     fold = needs_fold_in(cur, prof)
+                    fold, deferred = fold[:FOLD_IN_MAX], fold[FOLD_IN_MAX:]
                     fold_in(main, cur, settings, fold, state["likes"]["ref_ts"])
                     result["folded_in"] += len(fold)
                 gone, back = ({}, [])
@@ -352,6 +355,9 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             # After the commit: a request in between recomputing from the old rows would cache them again.
             if users:
                 cache.invalidate_users(users)
+                if deferred:  # re-read and folded in by the next run
+                    cache.client.sadd(TOUCHED_KEY, *deferred)
+                    result["fold_in_deferred"] = result.get("fold_in_deferred", 0) + len(deferred)
             if gone or back:
                 cache.set_unavailable(gone, back)
             result["events"] += len(rows)
