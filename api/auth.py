@@ -16,6 +16,9 @@ from api.http import error_payload, wsgi_json
 
 # Load balancers and orchestrators call these without credentials.
 PUBLIC_PATHS = frozenset({"/health", "/livez", "/readyz"})
+# Endpoints for the Rails app's backend and ops, not for end users: basic auth when
+# configured, loopback clients only otherwise.
+PROTECTED_PREFIXES = ("/admin", "/events")
 CHALLENGE = [("WWW-Authenticate", 'Basic realm="recommendations", charset="UTF-8"')]
 
 
@@ -54,8 +57,8 @@ class Guard:
             if not credentials_ok(environ.get("HTTP_AUTHORIZATION", ""), self.username, self.password):
                 return wsgi_json(start_response, 401,
                                  error_payload("unauthorized", "valid basic-auth credentials are required"), CHALLENGE)
-        elif path.startswith("/admin") and not _is_loopback(environ.get("REMOTE_ADDR")):
+        elif path.startswith(PROTECTED_PREFIXES) and not _is_loopback(environ.get("REMOTE_ADDR")):
             return wsgi_json(start_response, 403, error_payload(
-                "forbidden", "admin endpoints answer loopback clients only "
+                "forbidden", "admin and event endpoints answer loopback clients only "
                              "unless BASIC_AUTH_USERNAME/BASIC_AUTH_PASSWORD are set"))
         return self.app(environ, start_response)

@@ -60,7 +60,9 @@ def _post(summary, request_schema):
 @lru_cache(maxsize=1)
 def document() -> dict:
     schemas = {"Error": ERROR, "Recommendations": RECOMMENDATIONS}
-    for model in (PopularRequest, PersonalizedRequest):
+    from api.events import EventBatch, EventIn
+
+    for model in (PopularRequest, PersonalizedRequest, EventIn, EventBatch):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -79,6 +81,15 @@ def document() -> dict:
                                        "/health)", "responses": {
             "200": _json({"type": "object"}, "status ready; 'failing' lists dependencies that are down"),
             "503": _json({"type": "object"}, "status unavailable: take this instance out of rotation")}}},
+        "/events": {"post": {
+            "summary": "Live feedback (like, unlike, click): effective on the user's next request",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "oneOf": [_ref("EventIn"), _ref("EventBatch")]}}}},
+            "responses": {
+                "200": _json({"type": "object", "properties": {"accepted": {"type": "integer"}}}, "Applied"),
+                "400": ERRORS["400"], "401": ERRORS["401"], "413": ERRORS["413"],
+                "403": _json(_ref("Error"), "Loopback-only when no credentials are configured"),
+                "503": _json(_ref("Error"), "Redis unavailable: nothing applied, retry")}}},
         "/stats": {"get": {"summary": "Data, cache and configuration figures", "responses": {
             "200": _json({"type": "object"}, "main_db, recommendations_db, cache, config"),
             "401": ERRORS["401"]}}},

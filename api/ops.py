@@ -9,6 +9,7 @@ from api.openapi import document
 from shared import store
 from shared.db import ping
 from shared.jobs import job_health
+from shared.live import sync_status
 
 bp = Blueprint("ops", __name__)
 
@@ -36,7 +37,8 @@ def diagnose(s) -> dict:
         "main_db": lambda: ping(s.connect_main),
         "recommendations_db": lambda: s.recs_db.run(_select_one),
         "redis": lambda: s.cache.client.ping(),
-        "jobs": lambda: s.recs_db.run(lambda cur: job_health(cur, s.settings)),
+        "jobs": lambda: s.recs_db.run(lambda cur: {**job_health(cur, s.settings),
+                                                    "live_sync": sync_status(cur, s.settings)}),
     }, check_timeout_s(s.settings))
     checks = {name: ({"status": "up", "latency_ms": r["latency_ms"]} if r["ok"]
                      else {"status": "down", "error": r["error"]}) for name, r in results.items()
@@ -47,6 +49,8 @@ def diagnose(s) -> dict:
     if results["jobs"]["ok"]:
         jobs = results["jobs"]["value"]
         body["freshness"], late, stuck = jobs["freshness"], jobs["late"], jobs["stuck"]
+        body["live_sync"] = jobs["live_sync"]
+        late = late + (["live_sync"] if jobs["live_sync"]["behind"] else [])
     can_serve = checks["redis"]["status"] == "up" or checks["recommendations_db"]["status"] == "up"
     body["serving"] = {"cache_hits": checks["redis"]["status"] == "up",
                        "cache_misses": checks["recommendations_db"]["status"] == "up"}
@@ -91,7 +95,8 @@ def stats():
 
     def recs_db():
         def read(cur):
-            return {"tables": store.table_counts(cur), "jobs": store.last_runs(cur)}
+            return {"tables": store.table_counts(cur), "jobs": store.last_runs(cur),
+                    "live_sync": sync_status(cur, s.settings)}
 
         return s.recs_db.run(read)
 

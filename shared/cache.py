@@ -10,6 +10,15 @@ A cache hit is one Redis GET. Each process re-reads the generations at most ever
 web worker within that time, and it flushes its hit/miss counters in the same round
 trip. Counting per request in Redis would cost a second round trip per hit.
 
+Live state (see shared/live.py): each user's cached /personalized lists and profile
+live in one hash per user (`user:<id>`, field = generations + geo + filters), so
+invalidating a user is one DEL and never a key scan; a user's live feedback from
+POST /events is a second small hash (`fb:<id>`, item -> l|u) read in the same round
+trip as the list. Items found unavailable since the last popular refresh are a hash
+(`live:unavailable`) with a version (`gen:live`) read with the generations: each
+process reloads the set only when the version changes and filters it out of every
+list, cache hits included.
+
 Redis being down is not an error for the request path: calls raise CacheUnavailable
 quickly (short socket timeouts, and a one-second breaker after a failure) and the
 caller serves from the recommendations DB instead.
@@ -19,6 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import redis
 
@@ -27,6 +37,12 @@ GEN_KINDS = ("popular", "profiles", "similarities")
 GEN_TTL_S = 30 * 86400
 STATS_TTL_S = 8 * 86400
 LIST_PATTERNS = (PREFIX + "pop:*", PREFIX + "pers:*", PREFIX + "prof:*")
+LIVE_GEN_KEY = PREFIX + "gen:live"
+UNAVAILABLE_KEY = PREFIX + "live:unavailable"
+UNAVAILABLE_TTL_S = 7 * 86400  # the popular refresh trims it long before
+LIKED, UNLIKED = b"l", b"u"
+TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
+TOUCHED_TTL_S = 86400
 
 
 class CacheUnavailable(Exception):
@@ -58,6 +74,42 @@ def profile_key(gens: dict, user_id: int) -> str:
     return f"{PREFIX}prof:{gens['profiles']}:{user_id}"
 
 
+def user_key(user_id: int) -> str:
+    """The hash holding every cached /personalized list and the profile of one user."""
+    return f"{PREFIX}user:{user_id}"
+
+
+def feedback_key(user_id: int) -> str:
+    """The hash of a user's live feedback (POST /events): item id -> LIKED | UNLIKED."""
+    return f"{PREFIX}fb:{user_id}"
+
+
+def user_list_field(gens: dict, geo_id: int, filters_key: str) -> str:
+    return f"l:{gens['popular']}.{gens['profiles']}.{gens['similarities']}:{geo_id}:{filters_key}"
+
+
+def user_profile_field(gens: dict) -> str:
+    return f"p:{gens['profiles']}"
+
+
+class UserSlot(NamedTuple):
+    """What one round trip tells about a user's /personalized request."""
+
+    key: str
+    list_field: str
+    profile_field: str
+    value: bytes | None  # the cached list
+    profile: bytes | None  # the cached profile
+    feedback: dict  # {item_id: LIKED | UNLIKED}
+    gens: dict
+
+
+def live_exclusions(feedback: dict) -> tuple[frozenset, frozenset]:
+    """(liked, unliked) item ids from a user's live feedback hash."""
+    liked = frozenset(int(k) for k, v in feedback.items() if v == LIKED)
+    return liked, frozenset(int(k) for k, v in feedback.items() if v == UNLIKED)
+
+
 def list_key(kind: str, suffix: str, gens: dict) -> str:
     if kind == POPULAR:
         return f"{PREFIX}pop:{gens['popular']}:{suffix}"
@@ -75,6 +127,8 @@ class Cache:
         self._gens_at = 0.0
         self._requests = 0
         self._misses = 0
+        self._live_gen: bytes | None = None
+        self.unavailable: frozenset = frozenset()  # item ids not to serve, whatever a list says
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
@@ -94,7 +148,7 @@ class Cache:
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS])
+            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS] + [LIVE_GEN_KEY])
             requests, misses = self._requests, self._misses
             if requests or misses:
                 key = _stats_key()
@@ -104,6 +158,9 @@ class Cache:
             values = pipe.execute()[0]
             self._requests -= requests
             self._misses -= misses
+            if values[-1] != self._live_gen:  # the unavailable set changed: one more read, rarely
+                self.unavailable = frozenset(int(i) for i in self.client.hkeys(UNAVAILABLE_KEY))
+                self._live_gen = values[-1]
             return {k: (v.decode() if v else "0") for k, v in zip(GEN_KINDS, values)}
 
         self._gens = self._call(run)
@@ -117,6 +174,84 @@ class Cache:
         value = self.get(key)
         self._requests += 1
         return key, value, gens
+
+    def lookup_user(self, user_id: int, geo_id: int, filters_key: str) -> UserSlot:
+        """The user's cached list and profile, and their live feedback, in one round trip; counts the request."""
+        gens = self.generations()
+        key, list_field, profile_field = user_key(user_id), user_list_field(gens, geo_id, filters_key), \
+            user_profile_field(gens)
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(key, [list_field, profile_field])
+            pipe.hgetall(feedback_key(user_id))
+            return pipe.execute()
+
+        (value, profile), feedback = self._call(run)
+        self._requests += 1
+        return UserSlot(key, list_field, profile_field, value, profile, feedback, gens)
+
+    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int, profile: bytes | None = None) -> None:
+        """Cache a computed list (and the profile read for it) in the user's hash, in one round trip."""
+        self._misses += 1
+        mapping = {slot.list_field: value}
+        if profile is not None:
+            mapping[slot.profile_field] = profile
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(slot.key, mapping=mapping)
+            pipe.expire(slot.key, ttl_s)
+            pipe.execute()
+
+        self._call(run)
+
+    def record_feedback(self, events, ttl_s: int) -> None:
+        """Live feedback [(user_id, item_id, LIKED | UNLIKED | None)]: stored, and each user's cached lists dropped.
+
+        None (a click) only drops the cached lists. One round trip for the whole batch.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for user_id, item_id, mark in events:
+            if mark is not None:
+                pipe.hset(feedback_key(user_id), str(item_id), mark)
+                pipe.expire(feedback_key(user_id), ttl_s)
+        users = {user_id for user_id, _, _ in events}
+        pipe.delete(*[user_key(u) for u in users])
+        pipe.sadd(TOUCHED_KEY, *users)
+        pipe.expire(TOUCHED_KEY, TOUCHED_TTL_S)
+        self._call(pipe.execute)
+
+    def pop_touched(self, count: int = 10_000) -> list[int]:
+        """Users with live feedback, for the sync to re-read from the main DB (the truth)."""
+        return [int(u) for u in self._call(lambda: self.client.spop(TOUCHED_KEY, count)) or ()]
+
+    def invalidate_users(self, user_ids) -> int:
+        """Drop the cached lists and profile of these users: one DEL per user, no scan."""
+        keys = [user_key(u) for u in user_ids]
+        return self._call(lambda: self.client.delete(*keys)) if keys else 0
+
+    def set_unavailable(self, gone: dict, back=()) -> None:
+        """Items to stop serving ({item_id: epoch seen}) and items available again; bumps the live version."""
+        pipe = self.client.pipeline(transaction=True)
+        if gone:
+            pipe.hset(UNAVAILABLE_KEY, mapping={str(k): v for k, v in gone.items()})
+        if back:
+            pipe.hdel(UNAVAILABLE_KEY, *[str(k) for k in back])
+        pipe.expire(UNAVAILABLE_KEY, UNAVAILABLE_TTL_S)
+        pipe.set(LIVE_GEN_KEY, str(time.time_ns()), ex=GEN_TTL_S)
+        self._call(pipe.execute)
+
+    def unavailable_since(self) -> dict:
+        """{item_id: epoch seen} of the unavailable set (workers)."""
+        return {int(k): float(v) for k, v in self._call(lambda: self.client.hgetall(UNAVAILABLE_KEY)).items()}
+
+    def trim_unavailable(self, before_ts: float) -> list:
+        """Forget items marked before a popular refresh's snapshot (it rebuilt them); returns the ids dropped."""
+        old = [k for k, ts in self.unavailable_since().items() if ts < before_ts]
+        if old:
+            self.set_unavailable({}, old)
+        return old
 
     def get(self, key: str) -> bytes | None:
         return self._call(lambda: self.client.get(key))

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     db_timeout_ms: int = _int(2000, 50, 600000)
     generation_check_ms: int = _int(1000, 0, 60000)
     job_lease_seconds: int = _int(60, 2, 3600)
+    live_sync_seconds: int = _int(10, 1, 3600)
+    live_lag_alert_seconds: int = _int(120, 1, 86400)
     basic_auth_username: str = ""
     basic_auth_password: SecretStr = SecretStr("")
     flower_basic_auth: SecretStr = SecretStr("")

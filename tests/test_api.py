@@ -363,13 +363,14 @@ def test_unexpected_error_is_a_json_500_without_a_trace(client, monkeypatch):
 
 
 def test_personalized_miss_caches_the_profile_with_the_list(client, tiny_env):
-    from shared.cache import profile_key
+    from shared.cache import user_key, user_profile_field
 
     user = users_by_count(tiny_env)["many"]
     r = redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"])
     assert client.post("/personalized", json={"user_id": user}).get_json()["cache_hit"] is False
     gens = {k: (r.get(f"recs:gen:{k}") or b"0").decode() for k in ("popular", "profiles", "similarities")}
-    assert r.ttl(profile_key(gens, user)) > 0  # written in the same round trip as the list
+    # Written in the same round trip as the list, into the user's hash (one DEL invalidates both).
+    assert r.hexists(user_key(user), user_profile_field(gens)) and r.ttl(user_key(user)) > 0
     # Another filter for the same user is a list miss that reads the cached profile.
     other = client.post("/personalized", json={"user_id": user, "filters": {"price_to": 5000}}).get_json()
     assert other["cache_hit"] is False and other["algorithm_used"].startswith("collaborative")
