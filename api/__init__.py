@@ -31,12 +31,14 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["recs"] = Services(settings)
 
-    from api import admin, events, ops, recommendations
+    from api import admin, categories, docs, events, ops, recommendations
 
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(docs.bp)
+    app.register_blueprint(categories.bp)
 
     @app.errorhandler(Exception)
     def _error(exc):

@@ -1,11 +1,10 @@
-"""GET /livez, /readyz, /health, /stats and /openapi.json."""
+"""GET /livez, /readyz, /health and /stats."""
 from __future__ import annotations
 
 from flask import Blueprint
 
 from api.health import run_bounded
 from api.http import json_response, services
-from api.openapi import document
 from shared import store
 from shared.db import ping
 from shared.jobs import job_health
@@ -105,7 +104,3 @@ def stats():
     body = {name: (r["value"] if r["ok"] else {"error": r["error"]}) for name, r in parts.items()}
     return json_response({**body, "config": s.settings.public()})
 
-
-@bp.get("/openapi.json")
-def openapi():
-    return json_response(document())

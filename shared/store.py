@@ -121,6 +121,12 @@ def table_counts(cur) -> dict:
     return out
 
 
+def category_counts(cur) -> list[tuple[str, int]]:
+    """(category, public in-stock items) for every category that has one, by name."""
+    cur.execute("SELECT category, count(*) FROM items WHERE in_stock GROUP BY category ORDER BY category")
+    return cur.fetchall()
+
+
 def main_db_stats(cur) -> dict:
     cur.execute("SELECT name, value, updated_at FROM main_db_stats ORDER BY name")
     rows = cur.fetchall()

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def start_api(env: dict, workers: int = 2) -> tuple[Process, str]:
     for _ in range(200):
         try:
             urllib.request.urlopen(url + "/livez", timeout=1)
+            return proc, url
+        except urllib.error.HTTPError:  # it answers (e.g. 401 with basic auth on): it is up
             return proc, url
         except OSError:
             if proc.proc.poll() is not None:
