@@ -54,13 +54,16 @@ HEALTH = {"type": "object", "required": ["status", "checks"], "properties": {
     "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
     "checks": {"type": "object"}, "freshness": {"type": "object"},
     "failing": {"type": "array", "items": {"type": "string"}},
-    "late_jobs": {"type": "array", "items": {"type": "string"}}}}
+    "late_jobs": {"type": "array", "items": {"type": "string"}},
+    "stuck_jobs": {"type": "array", "items": {"type": "object"}},
+    "serving": {"type": "object"}, "live_sync": {"type": "object"}, "age_s": {"type": "number"}}}
 STATS = {"type": "object", "required": ["main_db", "recommendations_db", "cache", "config"],
          "properties": {name: {"type": "object"} for name in ("main_db", "recommendations_db", "cache", "config")}}
 QUEUED = {"type": "object", "required": ["status", "task", "task_id"], "properties": {
     "status": {"const": "queued"}, "task": {"type": "string"}, "task_id": {"type": "string"}}}
 RUNNING = {"type": "object", "required": ["status", "task"], "properties": {
-    "status": {"const": "already_running"}, "task": {"type": "string"}}}
+    "status": {"enum": ["already_queued", "already_running"]}, "task": {"type": "string"},
+    "task_id": {"type": "string", "description": "the task already queued or running"}}}
 TASK = {"type": "object", "required": ["task_id", "state"], "properties": {
     "task_id": {"type": "string"}, "state": {"type": "string", "examples": ["PENDING", "STARTED", "SUCCESS"]},
     "result": {"description": "the task's result once it is ready, else null"}}}
@@ -87,35 +90,11 @@ def _json(schema, description):
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-<<<<<<< HEAD
-ERRORS = {
-    "400": _json(_ref("Error"), "Malformed request; the error names the field and the rule"),
-    "401": _json(_ref("Error"), "Credentials required (BASIC_AUTH_* set)"),
-    "413": _json(_ref("Error"), "Body too large"),
-    "503": _json(_ref("Error"), "Recommendations DB unavailable and the answer is not cached, or a dependency "
-                                "did not answer within DB_TIMEOUT_MS"),
-}
-
-
-def _post(summary, request_schema):
-    return {"post": {
-        "summary": summary,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(request_schema)}}},
-        "responses": {"200": _json(_ref("Recommendations"), "Ranked item ids"), **ERRORS},
-    }}
-
-
-@lru_cache(maxsize=1)
-def document() -> dict:
-    schemas = {"Error": ERROR, "Recommendations": RECOMMENDATIONS}
-    from api.events import EventBatch, EventIn
-
-    for model in (PopularRequest, PersonalizedRequest, EventIn, EventBatch):
-=======
 def _request_schemas(max_page_size: int, default_page_size: int) -> dict:
     schemas = {}
-    for model in (PopularRequest, PersonalizedRequest):
->>>>>>> h4
+    from api.events import EventBatch, EventIn  # imported here: api.events imports this package's siblings
+
+    for model in (PopularRequest, PersonalizedRequest, EventIn, EventBatch):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -153,39 +132,6 @@ def document(auth_on: bool, max_page_size: int, default_page_size: int) -> dict:
     }
     auth = errors["auth"]
     paths = {
-<<<<<<< HEAD
-        "/popular": _post("Popular gifts for a demographic segment", "PopularRequest"),
-        "/personalized": _post("Recommendations for one user, by their history", "PersonalizedRequest"),
-        "/health": {"get": {"summary": "Dependencies and data freshness (checks bounded, cached ~1.5 s per process)",
-                            "responses": {
-            "200": _json({"type": "object"}, "status ok, or degraded: serving, but a dependency is down ('failing' "
-                                             "names it) or a job is more than twice its interval late"),
-            "503": _json({"type": "object"}, "status unavailable: neither Redis nor the recommendations DB "
-                                             "answers, so nothing can be served")}}},
-        "/livez": {"get": {"summary": "Liveness: the process answers; no dependency is called", "responses": {
-            "200": _json({"type": "object", "properties": {"status": {"type": "string", "enum": ["ok"]}}}, "alive")}}},
-        "/readyz": {"get": {"summary": "Readiness: Redis or the recommendations DB answers (same cached checks as "
-                                       "/health)", "responses": {
-            "200": _json({"type": "object"}, "status ready; 'failing' lists dependencies that are down"),
-            "503": _json({"type": "object"}, "status unavailable: take this instance out of rotation")}}},
-        "/events": {"post": {
-            "summary": "Live feedback (like, unlike, click): effective on the user's next request",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "oneOf": [_ref("EventIn"), _ref("EventBatch")]}}}},
-            "responses": {
-                "200": _json({"type": "object", "properties": {"accepted": {"type": "integer"}}}, "Applied"),
-                "400": ERRORS["400"], "401": ERRORS["401"], "413": ERRORS["413"],
-                "403": _json(_ref("Error"), "Loopback-only when no credentials are configured"),
-                "503": _json(_ref("Error"), "Redis unavailable: nothing applied, retry")}}},
-        "/stats": {"get": {"summary": "Data, cache and configuration figures", "responses": {
-            "200": _json({"type": "object"}, "main_db, recommendations_db, cache, config"),
-            "401": ERRORS["401"]}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
-        "/admin/tasks/{task_id}": {"get": {
-            "summary": "State of an enqueued task",
-            "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": _json({"type": "object"}, "task_id, state, result"), "503": ERRORS["503"]}}},
-=======
         "/popular": _post(
             "Popular gifts for a demographic segment",
             "Every field is optional; an empty body gives the global list. Segment: geo x gender x age group x "
@@ -198,9 +144,30 @@ def document(auth_on: bool, max_page_size: int, default_page_size: int) -> dict:
             "PersonalizedRequest", PERSONALIZED_EXAMPLE, True, errors),
         "/categories": _get("Valid categories, with the number of public in-stock presents in each", {
             "200": _json(_ref("Categories"), "Categories, by name"), "503": errors["503"], **auth}),
-        "/health": _get("Dependencies and data freshness", {
-            "200": _json(_ref("Health"), "status ok, or degraded (a job more than twice its interval late)"),
-            "503": _json(_ref("Health"), "a dependency is down; `failing` names it")},
+        "/events": {"post": {
+            "summary": "Live feedback (like, unlike, click): effective on the user's next request",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "oneOf": [_ref("EventIn"), _ref("EventBatch")]}}}},
+            "responses": {
+                "200": _json({"type": "object", "properties": {"accepted": {"type": "integer"}}}, "Applied"),
+                "400": errors["400"], "413": errors["413"],
+                **({} if auth_on else {"403": _json(_ref("Error"), "Loopback clients only when no credentials "
+                                                                    "are configured")}),
+                "503": _json(_ref("Error"), "Redis unavailable: nothing applied, retry"), **auth}}},
+        "/health": _get("Dependencies, data freshness and the live sync's lag (checks bounded, cached ~1.5 s "
+                        "per process)", {
+            "200": _json(_ref("Health"), "status ok, or degraded: serving, but a dependency is down (`failing` "
+                                         "names it), a job is late or stuck, or the live sync is behind"),
+            "503": _json(_ref("Health"), "status unavailable: neither Redis nor the recommendations DB answers, "
+                                         "so nothing can be served")},
+            **({"security": []} if auth_on else {})),
+        "/livez": _get("Liveness: the process answers; no dependency is called", {
+            "200": _json({"type": "object", "required": ["status"],
+                          "properties": {"status": {"const": "ok"}}}, "alive")},
+            **({"security": []} if auth_on else {})),
+        "/readyz": _get("Readiness: Redis or the recommendations DB answers (the cached /health checks)", {
+            "200": _json({"type": "object"}, "status ready; `failing` lists dependencies that are down"),
+            "503": _json({"type": "object"}, "status unavailable: take this instance out of rotation")},
             **({"security": []} if auth_on else {})),
         "/stats": _get("Data, cache and configuration figures (no secrets)", {
             "200": _json(_ref("Stats"), "main_db, recommendations_db, cache, config"), **auth}),
@@ -210,11 +177,11 @@ def document(auth_on: bool, max_page_size: int, default_page_size: int) -> dict:
             "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}, **auth}),
         "/admin/tasks/{task_id}": _get("State of an enqueued task", {
             "200": _json(_ref("Task"), "task_id, state, result"),
+            "404": _json(_ref("Error"), "No task with that id was queued through /admin (or its record expired)"),
             **({} if auth_on else {"403": _json(_ref("Error"), "Admin answers loopback clients only "
                                                                 "when no credentials are configured")}),
             "503": _json(_ref("Error"), "Result backend unavailable"), **auth},
             parameters=[{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}]),
->>>>>>> h4
     }
     for job in JOBS.values():
         paths[f"/admin/{job.admin_path}"] = {"post": {
