@@ -47,11 +47,13 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["recs"] = Services(settings)
     auth_on = bool(settings.basic_auth_username and settings.basic_auth_password)
 
-    from api import admin, ops, recommendations
+    from api import admin, dashboard, metrics, ops, recommendations
 
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(dashboard.bp)
 
     @app.before_request
     def _guard():
@@ -88,5 +90,6 @@ def create_app(config: dict | None = None) -> Flask:
 
     # With basic auth on, every request goes through Flask and its guard above.
     fast = recommendations.ENDPOINTS if not auth_on else {}
-    app.wsgi_app = AccessLog(FastPath(app.wsgi_app, app.extensions["recs"], fast, app.logger))
+    observe = metrics.RequestObserver(app.extensions["recs"], prometheus=settings.metrics_enabled)
+    app.wsgi_app = AccessLog(FastPath(app.wsgi_app, app.extensions["recs"], fast, app.logger), observe)
     return app

@@ -2,7 +2,8 @@
 
 Working on the raw environ and status keeps this off Flask's context proxies: it is
 on every request, cache hits included. Endpoints add fields through the environ
-(`recs.algorithm`, `recs.cache_hit`).
+(`recs.algorithm`, `recs.cache_hit`). The same place feeds the metrics: `observe`
+(api.metrics.RequestObserver) gets the environ, the status and the seconds taken.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ CACHE_HIT = "recs.cache_hit"
 
 
 class AccessLog:
-    def __init__(self, app):
+    def __init__(self, app, observe=None):
         self.app = app
+        self.observe = observe
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -29,9 +31,15 @@ class AccessLog:
         try:
             return self.app(environ, recording_start_response)
         finally:
+            seconds = time.perf_counter() - started
             if log.isEnabledFor(logging.INFO):
                 hit = environ.get(CACHE_HIT)
                 log.info("method=%s path=%s status=%s algorithm=%s cache_hit=%s ms=%.2f",
                          environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), status[0],
                          environ.get(ALGORITHM, "-"), "-" if hit is None else ("true" if hit else "false"),
-                         (time.perf_counter() - started) * 1000)
+                         seconds * 1000)
+            if self.observe is not None:
+                try:
+                    self.observe(environ, status[0], seconds)
+                except Exception:  # metrics must never fail a request
+                    log.exception("metrics observer failed")

@@ -19,7 +19,8 @@ SELECT id AS item_id,
        (status = 'in_stock') AS in_stock,
        NULLIF(categories->>'gender', '') AS target_gender,
        NULLIF(categories->>'age', '') AS target_age,
-       created_at
+       created_at,
+       title
 FROM handpicked_presents
 WHERE user_id IS NULL
 """
@@ -65,7 +66,8 @@ def load_items(conn) -> pd.DataFrame:
     df = _copy_frame(
         conn,
         ITEMS_SQL,
-        dtype={"category": "string", "platform": "string", "target_gender": "string", "target_age": "string"},
+        dtype={"category": "string", "platform": "string", "target_gender": "string", "target_age": "string",
+               "title": "string"},
     )
     df["in_stock"] = df["in_stock"].map({"t": True, "f": False, True: True, False: False}).astype(bool)
     df["geo_id"] = df["geo_id"].astype("Int64")

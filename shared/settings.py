@@ -85,6 +85,7 @@ class Settings:
     similarity_shards: int
     db_timeout_ms: int
     generation_check_ms: int
+    metrics_enabled: bool
     basic_auth_username: str
     basic_auth_password: str
     flower_basic_auth: str
@@ -142,6 +143,7 @@ def load_settings(env=None) -> Settings:
         similarity_shards=_int(env, "SIMILARITY_SHARDS", 1, 1, 1024),
         db_timeout_ms=_int(env, "DB_TIMEOUT_MS", 2000, 50, 600000),
         generation_check_ms=_int(env, "GENERATION_CHECK_MS", 1000, 0, 60000),
+        metrics_enabled=bool(_int(env, "METRICS_ENABLED", 1, 0, 1)),
         basic_auth_username=auth_user,
         basic_auth_password=auth_pass,
         flower_basic_auth=env.get("FLOWER_BASIC_AUTH", ""),
