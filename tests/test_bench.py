@@ -29,6 +29,7 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
     assert set(result["grid"]["miss_collaborative"]) == {"1", "8", "32"}
     assert result["refresh"]["total_s"] > 0 and result["refresh"]["peak_rss_mb"] > 0
     assert result["errors"] == 0
+    assert result["grid"]["hit_popular_metrics_off"]["8"]["rps"] > 0 and result["ratios"]["hit_popular_metrics_on_vs_off"] > 0
     assert (tmp_path / "tiny.png").stat().st_size > 0 and "| baseline |" in (tmp_path / "tiny.md").read_text()
 
 
