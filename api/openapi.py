@@ -72,6 +72,21 @@ def document() -> dict:
         "/stats": {"get": {"summary": "Data, cache and configuration figures", "responses": {
             "200": _json({"type": "object"}, "main_db, recommendations_db, cache, config"),
             "401": ERRORS["401"]}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (requests, latency, dependency errors, jobs)", "responses": {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": ERRORS["401"],
+            "404": {"description": "METRICS_ENABLED=0", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/dashboard": {"get": {"summary": "Ops dashboard (HTML)", "responses": {
+            "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
+            "401": ERRORS["401"], "403": _json(_ref("Error"), "Loopback only when no credentials are configured")}}},
+        "/dashboard/api/overview": {"get": {"summary": "The dashboard's jobs, minute series, volumes and cache figures",
+                                            "responses": {"200": _json({"type": "object"}, "jobs, series, cache, volumes"),
+                                                          "401": ERRORS["401"]}}},
+        "/dashboard/api/user/{user_id}": {"get": {
+            "summary": "User preview: bucket, algorithm, profile, neighbours, items and why each is there",
+            "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json({"type": "object"}, "The preview"), "400": ERRORS["400"], "401": ERRORS["401"],
+                          "503": ERRORS["503"]}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
         "/admin/tasks/{task_id}": {"get": {
             "summary": "State of an enqueued task",
