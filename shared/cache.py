@@ -93,6 +93,8 @@ class Cache:
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
+            if self.on_error is not None:
+                self.on_error()
             raise CacheUnavailable("redis unavailable (recent failure)")
         try:
             return fn()
