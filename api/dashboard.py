@@ -101,10 +101,10 @@ def overview():
     return json_response(body)
 
 
-@bp.get("/dashboard/api/user/<raw_id>")
-def user_preview(raw_id: str):
+@bp.get("/dashboard/api/user/<user_id>")
+def user_preview(user_id: str):
     try:
-        user_id = parse_id(raw_id)
+        user_id = parse_id(user_id)
     except ValueError as exc:
         return error_response(400, "invalid_request", f"user_id: {exc}", [{"field": "user_id", "rule": str(exc)}])
     s = services()
