@@ -31,15 +31,14 @@ class AccessLog:
         try:
             return self.app(environ, recording_start_response)
         finally:
-            seconds = time.perf_counter() - started
             if log.isEnabledFor(logging.INFO):
                 hit = environ.get(CACHE_HIT)
                 log.info("method=%s path=%s status=%s algorithm=%s cache_hit=%s ms=%.2f",
                          environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), status[0],
                          environ.get(ALGORITHM, "-"), "-" if hit is None else ("true" if hit else "false"),
-                         seconds * 1000)
+                         (time.perf_counter() - started) * 1000)
             if self.observe is not None:
                 try:
-                    self.observe(environ, status[0], seconds)
+                    self.observe(environ, status[0], time.perf_counter() - started)
                 except Exception:  # metrics must never fail a request
                     log.exception("metrics observer failed")
