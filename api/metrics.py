@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+import psycopg2
 from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -58,6 +59,25 @@ def endpoint_label(path: str) -> str:
 def dependency_error(dependency: str):
     """A no-argument callback counting one failed call to `dependency`."""
     return DEPENDENCY_ERRORS.labels(dependency).inc
+
+
+class CountedConnection:
+    """A shared.db.LazyConnection whose failed calls (connection errors, timeouts,
+    calls refused while the database is known down) are counted as dependency errors."""
+
+    def __init__(self, conn, dependency: str):
+        self._conn = conn
+        self._count = dependency_error(dependency)
+
+    def run(self, fn):
+        try:
+            return self._conn.run(fn)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            self._count()
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
 
 
 class RequestObserver:

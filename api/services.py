@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from api.metrics import dependency_error
+from api.metrics import CountedConnection, dependency_error
 from shared.cache import Cache, make_client
 from shared.db import API_CONNECT_TIMEOUT_S, LazyConnection, connect_main, connect_recs
 from shared.settings import Settings
@@ -23,10 +23,10 @@ class Services:
                      on_error=dependency_error("redis"))
 
     @cached_property
-    def recs_db(self) -> LazyConnection:
-        return LazyConnection(lambda: prepare(connect_recs(
-            self.settings, statement_timeout_ms=self.settings.db_timeout_ms, application_name="recs-api")),
-            on_error=dependency_error("recommendations_db"))
+    def recs_db(self) -> CountedConnection:
+        return CountedConnection(LazyConnection(lambda: prepare(connect_recs(
+            self.settings, statement_timeout_ms=self.settings.db_timeout_ms, application_name="recs-api"))),
+            "recommendations_db")
 
     @cached_property
     def source(self) -> SqlSource:

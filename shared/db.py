@@ -47,9 +47,8 @@ class LazyConnection:
     each request microseconds instead of a connect timeout.
     """
 
-    def __init__(self, factory, retry_after_s: float = 1.0, on_error=None):
+    def __init__(self, factory, retry_after_s: float = 1.0):
         self._factory = factory
-        self.on_error = on_error  # called once per failed call (the API counts them in /metrics)
         self._conn = None
         self._lock = threading.Lock()
         self._failed_at = 0.0
@@ -82,18 +81,11 @@ class LazyConnection:
 
     def run(self, fn):
         """Call fn(cursor); on a connection-level error drop the connection and re-raise."""
-        try:
-            conn = self.get()
-        except psycopg2.Error:
-            if self.on_error is not None:
-                self.on_error()
-            raise
+        conn = self.get()
         try:
             with conn.cursor() as cur:
                 return fn(cur)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            if self.on_error is not None:
-                self.on_error()
             self.discard()
             raise
 
