@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS items (
     target_age     text,               -- age group | NULL
     created_at     timestamptz
 );
+-- Shown by the dashboard's user preview only; the serving queries never read it.
+ALTER TABLE items ADD COLUMN IF NOT EXISTS title text;
 
 -- Popularity per segment, top POPULAR_TOP_N per segment. Swapped, together with items.
 -- The item's own attributes are copied in (from the same snapshot) so a request reads

@@ -31,7 +31,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["recs"] = Services(settings)
 
-    from api import admin, categories, docs, events, ops, recommendations
+    from api import admin, categories, dashboard, docs, events, metrics, ops, recommendations
 
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(ops.bp)
@@ -39,6 +39,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(events.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(categories.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(dashboard.bp)
 
     @app.errorhandler(Exception)
     def _error(exc):
@@ -51,5 +53,6 @@ def create_app(config: dict | None = None) -> Flask:
         return resp
 
     fast = FastPath(app.wsgi_app, app.extensions["recs"], recommendations.ENDPOINTS, app.logger)
-    app.wsgi_app = AccessLog(RequestDeadline(Guard(fast, settings), settings.db_timeout_ms / 1000))
+    observe = metrics.RequestObserver(app.extensions["recs"], prometheus=settings.metrics_enabled)
+    app.wsgi_app = AccessLog(RequestDeadline(Guard(fast, settings), settings.db_timeout_ms / 1000), observe)
     return app

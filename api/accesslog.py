@@ -2,7 +2,8 @@
 
 Working on the raw environ and status keeps this off Flask's context proxies: it is
 on every request, cache hits included. Endpoints add fields through the environ
-(`recs.algorithm`, `recs.cache_hit`).
+(`recs.algorithm`, `recs.cache_hit`). The same place feeds the metrics: `observe`
+(api.metrics.RequestObserver) gets the environ, the status and the seconds taken.
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ def _raw(ch: str) -> bytes:
 
 
 class AccessLog:
-    def __init__(self, app):
+    def __init__(self, app, observe=None):
         self.app = app
+        self.observe = observe
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -51,3 +53,8 @@ class AccessLog:
                          escape(environ.get("REQUEST_METHOD")), escape(environ.get("PATH_INFO")), status[0],
                          environ.get(ALGORITHM, "-"), "-" if hit is None else ("true" if hit else "false"),
                          (time.perf_counter() - started) * 1000)
+            if self.observe is not None:
+                try:
+                    self.observe(environ, status[0], time.perf_counter() - started)
+                except Exception:  # metrics must never fail a request
+                    log.exception("metrics observer failed")

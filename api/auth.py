@@ -18,7 +18,7 @@ from api.http import error_payload, wsgi_json
 PUBLIC_PATHS = frozenset({"/health", "/livez", "/readyz"})
 # Endpoints for the Rails app's backend and ops, not for end users: basic auth when
 # configured, loopback clients only otherwise.
-PROTECTED_PREFIXES = ("/admin", "/events")
+PROTECTED_PREFIXES = ("/admin", "/events", "/dashboard")
 CHALLENGE = [("WWW-Authenticate", 'Basic realm="recommendations", charset="UTF-8"')]
 
 
@@ -59,6 +59,6 @@ class Guard:
                                  error_payload("unauthorized", "valid basic-auth credentials are required"), CHALLENGE)
         elif path.startswith(PROTECTED_PREFIXES) and not _is_loopback(environ.get("REMOTE_ADDR")):
             return wsgi_json(start_response, 403, error_payload(
-                "forbidden", "admin and event endpoints answer loopback clients only "
+                "forbidden", "admin, event and dashboard endpoints answer loopback clients only "
                              "unless BASIC_AUTH_USERNAME/BASIC_AUTH_PASSWORD are set"))
         return self.app(environ, start_response)

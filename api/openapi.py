@@ -182,6 +182,24 @@ def document(auth_on: bool, max_page_size: int, default_page_size: int) -> dict:
                                                                 "when no credentials are configured")}),
             "503": _json(_ref("Error"), "Result backend unavailable"), **auth},
             parameters=[{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}]),
+        "/metrics": _get("Prometheus metrics (requests, latency, dependency errors, jobs)", {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "404": {"description": "METRICS_ENABLED=0", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **auth}),
+        "/dashboard": _get("Ops dashboard (HTML)", {
+            "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
+            **({} if auth_on else {"403": _json(_ref("Error"), "Loopback clients only when no credentials "
+                                                                "are configured")}), **auth}),
+        "/dashboard/api/overview": _get("The dashboard's jobs, minute series, volumes and cache figures", {
+            "200": _json({"type": "object"}, "jobs, series, cache, volumes"),
+            **({} if auth_on else {"403": _json(_ref("Error"), "Loopback clients only when no credentials "
+                                                                "are configured")}), **auth}),
+        "/dashboard/api/user/{user_id}": _get(
+            "User preview: bucket, algorithm, profile, neighbours, items and why each is there", {
+                "200": _json({"type": "object"}, "The preview"), "400": errors["400"], "503": errors["503"],
+                **({} if auth_on else {"403": _json(_ref("Error"), "Loopback clients only when no credentials "
+                                                                    "are configured")}), **auth},
+            parameters=[{"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}]),
     }
     for job in JOBS.values():
         paths[f"/admin/{job.admin_path}"] = {"post": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from api.health import Snapshot
+from api.metrics import CountedConnection, dependency_error
 from shared.cache import Cache, make_client
 from shared.db import API_CONNECT_TIMEOUT_S, LazyConnection, connect_main, connect_recs
 from shared.settings import Settings
@@ -21,12 +22,14 @@ class Services:
     @cached_property
     def cache(self) -> Cache:
         return Cache(make_client(self.settings.recommendations_redis_url, timeout_s=REDIS_TIMEOUT_S),
-                     generation_check_s=self.settings.generation_check_ms / 1000)
+                     generation_check_s=self.settings.generation_check_ms / 1000,
+                     on_error=dependency_error("redis"))
 
     @cached_property
-    def recs_db(self) -> LazyConnection:
-        return LazyConnection(lambda: prepare(connect_recs(
-            self.settings, statement_timeout_ms=self.settings.db_timeout_ms, application_name="recs-api")))
+    def recs_db(self) -> CountedConnection:
+        return CountedConnection(LazyConnection(lambda: prepare(connect_recs(
+            self.settings, statement_timeout_ms=self.settings.db_timeout_ms, application_name="recs-api"))),
+            "recommendations_db")
 
     @cached_property
     def source(self) -> SqlSource:

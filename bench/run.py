@@ -36,6 +36,9 @@ BIN = Path(sys.executable).parent
 CONCURRENCY = (1, 8, 32)
 REPEATS = 3
 RATIO_SCENARIOS = ("baseline", "hit_popular", "hit_personalized")
+# The API runs with metrics on (the default) throughout; this one runs the popular hit
+# mix, interleaved with the others at c=8 only, against a second API with METRICS_ENABLED=0.
+METRICS_OFF = "hit_popular_metrics_off"
 MISS_SCENARIOS = ("miss_popular", "miss_content_based", "miss_collaborative")
 
 
@@ -315,6 +318,9 @@ def markdown(result: dict) -> str:
               f"personalized {result['ratios']['hit_personalized_vs_baseline']}."]
     if "live" in result:
         lines += bench_live.markdown(result["live"])
+    if "hit_popular_metrics_on_vs_off" in result["ratios"]:
+        lines.append(f"Popular cache hits with metrics on / off (METRICS_ENABLED=0) at c=8: "
+                     f"{result['ratios']['hit_popular_metrics_on_vs_off']}.")
     lines.append("")
     return "\n".join(lines)
 
@@ -394,6 +400,9 @@ def targets(results: dict) -> str:
         for name, block in large["cache_miss"].items():
             rows.append((f"cache-miss p99, {name}, c=8", "≤ 15 ms", f"{block['p99_ms']:.1f} ms "
                          f"(server {block.get('server_p99_ms', '?')} ms)", block["p99_ms"] <= 15))
+        if "hit_popular_metrics_on_vs_off" in large["ratios"]:
+            ratio = large["ratios"]["hit_popular_metrics_on_vs_off"]
+            rows.append(("cache-hit RPS, metrics on / off, popular, c=8", "≥ 0.9", f"{ratio:.2f}", ratio >= 0.9))
         rss = large["api_worker_rss_mb"]["max"]
         rows.append(("web worker RSS", "≤ 50 MB", f"{rss} MB", rss <= 50))
         r = large["refresh"]
@@ -467,7 +476,7 @@ def main(argv=None) -> int:
            "RECOMMENDATIONS_REDIS_URL": f"{redis_server.url}/1", "CELERY_BROKER_URL": f"{redis_server.url}/2",
            "CELERY_RESULT_BACKEND": f"{redis_server.url}/3", "LOG_LEVEL": "warning"}
     tmp = Path(tempfile.mkdtemp(prefix="recs-bench-"))
-    api = baseline = None
+    api = baseline = api_off = None
     try:
         print("bench: full refresh", flush=True)
         refresh_result = {"skipped": True} if args.no_refresh else refresh(env)
@@ -476,6 +485,7 @@ def main(argv=None) -> int:
         mixes = request_mixes(users)
         api = Gunicorn("api.wsgi:app", env, tmp / "api.log")
         baseline = Gunicorn("bench.baseline_app:app", env, tmp / "baseline.log")
+        api_off = Gunicorn("api.wsgi:app", {**env, "METRICS_ENABLED": "0"}, tmp / "api-metrics-off.log")
         # The baseline returns a payload of the same size a cache hit returns.
         import redis
 
@@ -488,6 +498,7 @@ def main(argv=None) -> int:
         scripts = {name: lua_script(tmp / f"{name}.lua", reqs, unique=name.startswith("miss"))
                    for name, reqs in mixes.items()}
         scripts["baseline"] = lua_script(tmp / "baseline.lua", mixes["hit_popular"], unique=False)
+        scripts[METRICS_OFF] = scripts["hit_popular"]
         grid: dict = {}
         # Baseline and cache hits are compared as ratios, so they run interleaved, REPEATS
         # times, and each block is the run with the median RPS: a noisy neighbour on a
@@ -495,11 +506,12 @@ def main(argv=None) -> int:
         runs: dict = {}
         for conc in CONCURRENCY:
             for rep in range(args.repeats):
-                for name in RATIO_SCENARIOS + (MISS_SCENARIOS if rep == 0 else ()):
-                    target = baseline if name == "baseline" else api
+                for name in (RATIO_SCENARIOS + ((METRICS_OFF,) if conc == 8 else ())
+                             + (MISS_SCENARIOS if rep == 0 else ())):
+                    target = {"baseline": baseline, METRICS_OFF: api_off}.get(name, api)
                     offset = target.log.stat().st_size
                     block = run_wrk(target.url, scripts[name], conc, seconds)
-                    if target is api:
+                    if target is not baseline:
                         block.update(server_times(target.log, offset))
                     runs.setdefault(name, {}).setdefault(str(conc), []).append(block)
                     print(f"bench: {name} c={conc} rps={block['rps']} p50={block['p50_ms']} p99={block['p99_ms']} "
@@ -517,7 +529,7 @@ def main(argv=None) -> int:
                 sync_seconds=args.live_sync_seconds)
             print(f"bench: live {json.dumps(live_block, default=str)}", flush=True)
     finally:
-        for proc in (api, baseline):
+        for proc in (api, baseline, api_off):
             if proc:
                 proc.stop()
         redis_server.stop()
@@ -540,6 +552,7 @@ def main(argv=None) -> int:
         "ratios": {
             "hit_popular_vs_baseline": round(at8["hit_popular"]["rps"] / at8["baseline"]["rps"], 3),
             "hit_personalized_vs_baseline": round(at8["hit_personalized"]["rps"] / at8["baseline"]["rps"], 3),
+            "hit_popular_metrics_on_vs_off": round(at8["hit_popular"]["rps"] / at8[METRICS_OFF]["rps"], 3),
         },
         "grid": grid,
     }

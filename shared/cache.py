@@ -8,7 +8,10 @@ SCAN (never KEYS). Every key written here has a TTL.
 A cache hit is one Redis GET. Each process re-reads the generations at most every
 `generation_check_s` (GENERATION_CHECK_MS, default 1 s), so a refresh reaches every
 web worker within that time, and it flushes its hit/miss counters in the same round
-trip. Counting per request in Redis would cost a second round trip per hit.
+trip. Counting per request in Redis would cost a second round trip per hit. The
+same flush writes the per-minute series the dashboard draws (`recs:ts:<minute>`:
+requests, misses, and request latency as a count, a sum and coarse buckets), which
+live TS_TTL_S.
 
 Live state (see shared/live.py): each user's cached /personalized lists and profile
 live in one hash per user (`user:<id>`, field = generations + geo + filters), so
@@ -26,6 +29,7 @@ caller serves from the recommendations DB instead.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 import time
 from datetime import datetime, timezone
 from typing import NamedTuple
@@ -43,6 +47,10 @@ UNAVAILABLE_TTL_S = 7 * 86400  # the popular refresh trims it long before
 LIKED, UNLIKED = b"l", b"u"
 TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
 TOUCHED_TTL_S = 86400
+TS_TTL_S = 2 * 3600
+# Upper bounds (ms) of the latency buckets in the minute series; field "b<i>" counts
+# requests in bucket i, the last one being everything slower.
+LATENCY_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class CacheUnavailable(Exception):
@@ -51,6 +59,10 @@ class CacheUnavailable(Exception):
 
 def make_client(url: str, timeout_s: float = 0.5) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+
+
+def minute_key(minute: int) -> str:
+    return f"{PREFIX}ts:{minute}"
 
 
 def _stats_key(now: float | None = None) -> str:
@@ -117,8 +129,10 @@ def list_key(kind: str, suffix: str, gens: dict) -> str:
 
 
 class Cache:
-    def __init__(self, client: redis.Redis, breaker_s: float = 1.0, generation_check_s: float = 0.0):
+    def __init__(self, client: redis.Redis, breaker_s: float = 1.0, generation_check_s: float = 0.0,
+                 on_error=None):
         self.client = client
+        self.on_error = on_error  # called once per failed Redis call (the API counts them in /metrics)
         self._breaker_s = breaker_s
         self._failed_at = 0.0
         self._lock = threading.Lock()
@@ -129,15 +143,20 @@ class Cache:
         self._misses = 0
         self._live_gen: bytes | None = None
         self.unavailable: frozenset = frozenset()  # item ids not to serve, whatever a list says
+        self._minutes: dict[int, dict[str, float]] = {}  # minute -> field -> increment not yet flushed
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
+            if self.on_error is not None:
+                self.on_error()
             raise CacheUnavailable("redis unavailable (recent failure)")
         try:
             return fn()
         except redis.RedisError as exc:
             with self._lock:
                 self._failed_at = time.monotonic()
+            if self.on_error is not None:
+                self.on_error()
             raise CacheUnavailable(str(exc)) from exc
 
     def generations(self) -> dict:
@@ -155,7 +174,27 @@ class Cache:
                 pipe.hincrby(key, "requests", requests)
                 pipe.hincrby(key, "misses", misses)
                 pipe.expire(key, STATS_TTL_S)
-            values = pipe.execute()[0]
+                key = minute_key(int(time.time() // 60))
+                pipe.hincrby(key, "requests", requests)
+                pipe.hincrby(key, "misses", misses)
+                pipe.expire(key, TS_TTL_S)
+            minutes, self._minutes = self._minutes, {}
+            for minute, counts in minutes.items():
+                key = minute_key(minute)
+                for name, value in counts.items():
+                    if name == "ms":
+                        pipe.hincrbyfloat(key, name, value)
+                    else:
+                        pipe.hincrby(key, name, value)
+                pipe.expire(key, TS_TTL_S)
+            try:
+                values = pipe.execute()[0]
+            except BaseException:
+                oldest = time.time() // 60 - TS_TTL_S // 60
+                for minute, counts in minutes.items():  # kept for the next flush, while still worth drawing
+                    if minute > oldest:
+                        self.note_minute(counts, minute)
+                raise
             self._requests -= requests
             self._misses -= misses
             if values[-1] != self._live_gen:  # the unavailable set changed: one more read, rarely
@@ -166,6 +205,40 @@ class Cache:
         self._gens = self._call(run)
         self._gens_at = now
         return self._gens
+
+    def note_minute(self, counts: dict, minute: int | None = None) -> None:
+        """Add counts to this minute's series; written to Redis with the next generation check."""
+        bucket = self._minutes.setdefault(int(time.time() // 60) if minute is None else minute, {})
+        for name, value in counts.items():
+            bucket[name] = bucket.get(name, 0) + value
+
+    def note_latency(self, seconds: float) -> None:
+        """One served recommendation request, for the dashboard's latency series (no I/O)."""
+        ms = seconds * 1000
+        i = bisect_left(LATENCY_BOUNDS_MS, ms)
+        self.note_minute({"n": 1, "ms": ms, f"b{i}": 1})
+
+    def minute_series(self, minutes: int = 60, now: float | None = None) -> list[dict]:
+        """The last `minutes` minutes, oldest first: {"minute": epoch minute, field: value, ...}."""
+        self._gens = None  # flush this process's counts first
+        self.generations()
+        last = int((now or time.time()) // 60)
+        span = range(last - minutes + 1, last + 1)
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            for minute in span:
+                pipe.hgetall(minute_key(minute))
+            return pipe.execute()
+
+        out = []
+        for minute, raw in zip(span, self._call(run)):
+            row = {"minute": minute}
+            for name, value in raw.items():
+                name = name.decode()
+                row[name] = float(value) if name == "ms" else int(value)
+            out.append(row)
+        return out
 
     def lookup(self, kind: str, suffix: str) -> tuple[str, bytes | None, dict]:
         """(key, cached value or None, generations); counts the request."""

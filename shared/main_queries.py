@@ -19,7 +19,8 @@ SELECT id AS item_id,
        (status = 'in_stock') AS in_stock,
        NULLIF(categories->>'gender', '') AS target_gender,
        NULLIF(categories->>'age', '') AS target_age,
-       created_at
+       created_at,
+       title
 FROM handpicked_presents
 WHERE user_id IS NULL
 """
@@ -61,7 +62,8 @@ def _copy_frame(conn, sql: str, dtype=None, parse_dates=None) -> pd.DataFrame:
     return pd.read_csv(buf, dtype=dtype, parse_dates=parse_dates, keep_default_na=True)
 
 
-ITEM_DTYPES = {"category": "string", "platform": "string", "target_gender": "string", "target_age": "string"}
+ITEM_DTYPES = {"category": "string", "platform": "string", "target_gender": "string", "target_age": "string",
+               "title": "string"}
 
 
 def load_items(conn) -> pd.DataFrame:

@@ -187,10 +187,16 @@ def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]])
     for item_id, (item, pop) in _normalised(candidates).items():
         score = pop * (CONTENT_FLOOR + profile.categories.get(item.category, 0.0))
         score *= 0.5 + profile.platforms.get(item.platform, 0.0)
-        if profile.avg_price and item.price:
-            score *= math.exp(-(math.log(item.price / profile.avg_price) ** 2) / (2 * PRICE_SIGMA**2))
+        score *= price_affinity(profile, item.price)
         scored[item_id] = (item, score)
     return scored
+
+
+def price_affinity(profile: Profile, price: float | None) -> float:
+    """1.0 at the user's average price, falling off in log-price; 1.0 when either is unknown."""
+    if profile.avg_price and price:
+        return math.exp(-(math.log(price / profile.avg_price) ** 2) / (2 * PRICE_SIGMA**2))
+    return 1.0
 
 
 def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict:
@@ -251,6 +257,13 @@ def algorithm_for(interaction_count: int) -> str:
     return POPULAR
 
 
+def user_segment(profile: Profile | None, geo_id: int | None, filters: Filters) -> tuple:
+    """The popular segment a user's list starts from: the request's geo, else the profile's."""
+    geo = geo_id if geo_id is not None else (profile.geo_id if profile and profile.geo_id else ANY_GEO)
+    return (geo, (profile.gender if profile else None) or ANY, (profile.age_group if profile else None) or ANY,
+            filters.category or ANY)
+
+
 def personalized_list(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
                       profile: Profile | None = None, exclude=frozenset()) -> tuple[Ranked, str]:
     """The user's full ranked list and the algorithm their history calls for.
@@ -264,9 +277,7 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
     algorithm = algorithm_for(count)
     liked = profile.liked if profile else frozenset()
     ranked = Ranked(size, filters, liked | exclude if exclude else liked)
-    geo = geo_id if geo_id is not None else (profile.geo_id if profile and profile.geo_id else ANY_GEO)
-    segment = (geo, (profile.gender if profile else None) or ANY, (profile.age_group if profile else None) or ANY,
-               filters.category or ANY)
+    segment = user_segment(profile, geo_id, filters)
     read = None
     if algorithm == COLLABORATIVE:
         read = add_collaborative(ranked, source, user_id, segment)

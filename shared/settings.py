@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     job_lease_seconds: int = _int(60, 2, 3600)
     live_sync_seconds: int = _int(10, 1, 3600)
     live_lag_alert_seconds: int = _int(120, 1, 86400)
+    metrics_enabled: bool = True
     basic_auth_username: str = ""
     basic_auth_password: SecretStr = SecretStr("")
     flower_basic_auth: SecretStr = SecretStr("")

@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -251,7 +252,7 @@ def test_openapi_covers_every_route(client):
     assert doc["openapi"].startswith("3.")
     # Static files (Swagger UI's assets under /docs/static) are not API operations.
     app_routes = {str(r) for r in client.application.url_map.iter_rules() if not r.endpoint.endswith("static")}
-    documented = {p.replace("{task_id}", "<task_id>") for p in doc["paths"]}
+    documented = {re.sub(r"\{(\w+)\}", r"<\1>", p) for p in doc["paths"]}
     admin = {"/admin/" + p for p in ("refresh-popular-items", "update-user-profiles", "update-user-similarities",
                                      "cleanup-cache", "refresh-all")}
     assert admin <= documented

@@ -39,6 +39,7 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
     # The bench deletes what it added to the main DB.
     assert query(databases["main_bench"], "SELECT count(*) FROM handpicked_likes WHERE created_at > now() - "
                                           "interval '1 hour'")[0][0] == 0
+    assert result["grid"]["hit_popular_metrics_off"]["8"]["rps"] > 0 and result["ratios"]["hit_popular_metrics_on_vs_off"] > 0
     assert (tmp_path / "tiny.png").stat().st_size > 0 and "| baseline |" in (tmp_path / "tiny.md").read_text()
 
 
