@@ -330,7 +330,7 @@ BENCHMARKS_HEADER = """# Benchmarks
 Produced by `make bench PRESET=tiny|default|large` (`python -m bench.run`), which loads
 the preset into its own databases if needed, runs the full refresh in a child process
 (wall time per job, peak RSS), then starts the API under the production gunicorn
-config (`deploy/gunicorn.conf.py`, 2 sync workers) and loads it with wrk: a bare
+config (`deploy/gunicorn.conf.py`, 2 gevent workers) and loads it with wrk: a bare
 Flask app doing one Redis GET under the same config (the ceiling a cache hit can
 reach), cache hits on both endpoints, and cache misses per algorithm (every request
 carries a never-repeating `price_from`, so it misses). Request mixes cover many

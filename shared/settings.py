@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr = SecretStr("")
     # Read by deploy/gunicorn.conf.py; validated here so a typo fails every process alike.
     web_concurrency: int = _int(2, 1, 256)
+    worker_connections: int = _int(10000, 1, 1000000)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
     @classmethod

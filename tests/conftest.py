@@ -43,7 +43,9 @@ def _is_setting(name: str) -> bool:
 # Hermetic runs: a service's settings in the shell (a deployed host exports
 # CELERY_BROKER_URL, ...) must not reach anything the tests run, in this process or
 # in the servers and workers it starts. Every test builds its configuration from
-# make_env() alone; tests/live.py starts children from a clean base as well.
+# make_env() alone; tests/live.py starts children from a clean base as well. Scrubbing
+# this process matters too: Celery reads CELERY_BROKER_URL / CELERY_RESULT_BACKEND from
+# the environment ahead of the broker= / backend= it is given.
 SETTINGS = _setting_names()
 SCRUBBED = sorted(name for name in os.environ if _is_setting(name))
 for _name in SCRUBBED:

@@ -19,8 +19,13 @@ PASS_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "U
 
 
 def clean_env(env: dict) -> dict:
-    """A child's whole environment: the pass-through basics plus exactly `env`."""
-    return {**{k: os.environ[k] for k in PASS_THROUGH if k in os.environ}, **env}
+    """A child's whole environment: the pass-through basics plus exactly `env`.
+
+    libpq's PG* variables pass too: they pick the test PostgreSQL server (with
+    TEST_POSTGRES_URL), so children reach the databases the tests created.
+    """
+    base = {k: v for k, v in os.environ.items() if k in PASS_THROUGH or k.startswith("PG")}
+    return {**base, **env}
 
 
 class Process:
