@@ -313,9 +313,9 @@ FROM job_runs WHERE status = 'success' GROUP BY job
 """
 
 RUNNING_SQL = """
-SELECT id, job, task_id, parent_id, extract(epoch FROM now() - started_at)::float8,
+SELECT id, job, task_id, extract(epoch FROM now() - started_at)::float8,
        extract(epoch FROM now() - heartbeat_at)::float8
-FROM job_runs WHERE status = 'running' ORDER BY started_at
+FROM job_runs WHERE status = 'running' AND parent_id IS NULL ORDER BY started_at
 """
 
 
@@ -342,11 +342,11 @@ def job_health(cur, settings) -> dict:
         }
     cur.execute(RUNNING_SQL)
     stuck = []
-    for run_id, job, token, parent_id, age, beat_age in cur.fetchall():
+    for run_id, job, token, age, beat_age in cur.fetchall():  # runs; their steps share their fate
         limit = JOBS[job].time_limit_s if job in JOBS else None
         if beat_age is not None and beat_age > stale_after_s(settings):
             reason = f"no heartbeat for {beat_age:.0f}s"
-        elif parent_id is None and limit is not None and age > limit:
+        elif limit is not None and age > limit:
             reason = f"running for {age:.0f}s, past its {limit}s time limit"
         else:
             continue
