@@ -76,7 +76,9 @@ def document() -> dict:
         "/admin/tasks/{task_id}": {"get": {
             "summary": "State of an enqueued task",
             "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": _json({"type": "object"}, "task_id, state, result"), "503": ERRORS["503"]}}},
+            "responses": {"200": _json({"type": "object"}, "task_id, state, result"),
+                          "404": _json(_ref("Error"), "No such task was queued through /admin"),
+                          "503": ERRORS["503"]}}},
     }
     for job in JOBS.values():
         paths[f"/admin/{job.admin_path}"] = {"post": {
@@ -84,7 +86,7 @@ def document() -> dict:
             "responses": {
                 "202": _json({"type": "object", "properties": {"task_id": {"type": "string"}, "task": {"type": "string"},
                                                                "status": {"type": "string"}}}, "Queued"),
-                "409": _json({"type": "object"}, "That job is already running"),
+                "409": _json({"type": "object"}, "That job is already queued or running; task_id names its task"),
                 "401": ERRORS["401"],
                 "403": _json(_ref("Error"), "Admin is loopback-only when no credentials are configured"),
                 "503": _json(_ref("Error"), "Broker unavailable")}}}
