@@ -206,7 +206,7 @@ def document(auth_on: bool, max_page_size: int, default_page_size: int) -> dict:
             "summary": f"Enqueue {job.task}",
             "responses": {
                 "202": _json(_ref("Queued"), "Queued"),
-                "409": _json(_ref("AlreadyRunning"), "That job is already running"),
+                "409": _json(_ref("AlreadyRunning"), "That job is already queued or running; task_id names its task"),
                 **({} if auth_on else {"403": _json(_ref("Error"), "Admin answers loopback clients only "
                                                                     "when no credentials are configured")}),
                 "503": _json(_ref("Error"), "Broker unavailable"), **auth}}}

@@ -29,7 +29,7 @@ QUEUE = "recs"  # the Celery queue every job runs on
 # A queued marker outlives a task lost from the broker by at most this long.
 QUEUED_TTL_S = 3600
 ISSUED_TTL_S = 86400  # as long as Celery keeps results (celeryconfig.result_expires)
-# A heartbeat older than this many lease TTLs is dead: one missed renewal is tolerated.
+# /health calls a run stuck when its heartbeat is older than this many lease TTLs.
 STALE_LEASES = 2
 
 
@@ -283,17 +283,21 @@ def abandon_unowned(conn, job_names) -> int:
 
 
 def reap_abandoned(conn, client: redis.Redis, settings) -> list[str]:
-    """Mark runs whose heartbeat is stale and whose lease their token no longer holds as
-    abandoned (with their steps). Returns the jobs of the runs abandoned."""
+    """Mark runs whose token no longer holds their job's lease and whose heartbeat is older
+    than one lease TTL as abandoned (with their steps). Returns the jobs of those runs.
+
+    The lease is the proof of life (a live run that lost it stops writing), so one TTL of
+    silence is enough here; /health waits STALE_LEASES TTLs before it calls a run stuck.
+    """
     with conn.cursor() as cur:
         cur.execute("SELECT id, job, task_id FROM job_runs WHERE status = 'running' AND parent_id IS NULL "
-                    "AND heartbeat_at < now() - make_interval(secs => %s)", (stale_after_s(settings),))
+                    "AND heartbeat_at < now() - make_interval(secs => %s)", (settings.job_lease_seconds,))
         dead = [(run_id, job) for run_id, job, token in cur.fetchall()
                 if token is None or holder(client, job) != token]
         ids = [run_id for run_id, _ in dead]
         if ids:
-            cur.execute(_ABANDON_SQL, (f"abandoned: no heartbeat for {stale_after_s(settings):g}s "
-                                       f"and its lease lapsed (worker killed?)", ids, ids))
+            cur.execute(_ABANDON_SQL, ("abandoned: its lease lapsed and its heartbeat stopped (worker killed?)",
+                                       ids, ids))
     conn.commit()
     for run_id, job in dead:
         log.warning("job=%s status=abandoned run=%s", job, run_id)
@@ -313,9 +317,9 @@ FROM job_runs WHERE status = 'success' GROUP BY job
 """
 
 RUNNING_SQL = """
-SELECT id, job, task_id, parent_id, extract(epoch FROM now() - started_at)::float8,
+SELECT id, job, task_id, extract(epoch FROM now() - started_at)::float8,
        extract(epoch FROM now() - heartbeat_at)::float8
-FROM job_runs WHERE status = 'running' ORDER BY started_at
+FROM job_runs WHERE status = 'running' AND parent_id IS NULL ORDER BY started_at
 """
 
 
@@ -342,11 +346,11 @@ def job_health(cur, settings) -> dict:
         }
     cur.execute(RUNNING_SQL)
     stuck = []
-    for run_id, job, token, parent_id, age, beat_age in cur.fetchall():
+    for run_id, job, token, age, beat_age in cur.fetchall():  # runs; their steps share their fate
         limit = JOBS[job].time_limit_s if job in JOBS else None
         if beat_age is not None and beat_age > stale_after_s(settings):
             reason = f"no heartbeat for {beat_age:.0f}s"
-        elif parent_id is None and limit is not None and age > limit:
+        elif limit is not None and age > limit:
             reason = f"running for {age:.0f}s, past its {limit}s time limit"
         else:
             continue

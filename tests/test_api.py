@@ -427,3 +427,10 @@ def test_personalized_miss_caches_the_profile_with_the_list(client, tiny_env):
     # Another filter for the same user is a list miss that reads the cached profile.
     other = client.post("/personalized", json={"user_id": user, "filters": {"price_to": 5000}}).get_json()
     assert other["cache_hit"] is False and other["algorithm_used"].startswith("collaborative")
+
+
+def test_job_ages_are_numbers_in_stats_and_health(client):
+    jobs = client.get("/stats").get_json()["recommendations_db"]["jobs"]
+    assert jobs and all(isinstance(run["age_s"], float) for run in jobs.values()), jobs
+    fresh = client.get("/health").get_json()["freshness"]
+    assert all(isinstance(f["age_s"], float) for f in fresh.values()), fresh

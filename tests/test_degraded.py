@@ -81,3 +81,25 @@ def test_redis_and_recommendations_db_down_cannot_serve(tiny_env, own_redis):
     assert ready.status_code == 503 and ready.get_json()["status"] == "unavailable"
     live = client.get("/livez")
     assert live.status_code == 200 and live.get_json() == {"status": "ok"}
+
+
+def test_admin_task_state_is_a_bounded_503_when_the_result_backend_is_frozen(tiny_env, own_redis):
+    import signal
+    import time
+
+    env = dict(env_with_redis(tiny_env, own_redis), CELERY_RESULT_BACKEND=f"{own_redis.url}/3")
+    client = create_app(env).test_client()
+    queued = client.post("/admin/cleanup-cache")
+    assert queued.status_code == 202
+    task = f"/admin/tasks/{queued.get_json()['task_id']}"
+    assert client.get(task).get_json()["state"] == "PENDING"
+    own_redis.proc.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        started = time.monotonic()
+        r = client.get(task)
+        elapsed = time.monotonic() - started
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+    assert r.status_code == 503 and r.get_json()["error"] == "unavailable", r.get_data()
+    assert elapsed < 1.0 + 1.5, elapsed  # one 1 s socket timeout, no retry loop
+    assert client.get(task).status_code == 200  # and back once Redis answers

@@ -306,3 +306,118 @@ def test_api_source_and_evaluator_source_serve_identical_lists(tiny_env):
         assert len(reads) == 2
     finally:
         conn.close()
+
+
+def _leased(hand_env, seconds=2):
+    settings = load_settings(dict(hand_env, JOB_LEASE_SECONDS=str(seconds)))
+    return settings, cache_for(settings)
+
+
+def test_a_running_job_renews_its_lease_and_its_heartbeat(hand_env):
+    import threading
+    import time
+
+    settings, cache = _leased(hand_env)
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    with pipeline.job_run("cleanup_cache", settings, cache, token="t-renew") as run:
+        time.sleep(2 * 2 + 0.5)  # longer than two lease TTLs
+        assert jobs.holder(cache.client, "cleanup_cache") == "t-renew"
+        assert 0 < cache.client.pttl(jobs.LOCK_PREFIX + "cleanup_cache") <= 2000  # still a short lease
+        beat, started, token = query(url, "SELECT heartbeat_at, started_at, task_id FROM job_runs WHERE id = %s",
+                                     (run.run_id,))[0]
+        assert (beat - started).total_seconds() > 2 and token == "t-renew"
+    assert not jobs.is_running(cache.client, jobs.JOBS["cleanup_cache"])
+    assert query(url, "SELECT status FROM job_runs WHERE id = %s", (run.run_id,)) == [("success",)]
+    assert not [t for t in threading.enumerate() if t.name.startswith("lease-")]  # renewal stopped
+
+
+def test_a_run_that_lost_its_lease_refuses_its_swap(hand_env):
+    import time
+
+    settings, cache = _leased(hand_env)
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    cols = ["user_id", "similar_user_id", "similarity_score"]
+    conn = psycopg2.connect(url)
+    bulk.replace_tables(conn, {"user_similarities": (cols, [_csv([(1, 2, 0.5), (2, 1, 0.5)])])})
+    conn.close()
+    with pytest.raises(jobs.LeaseLost):
+        with pipeline.job_run("user_similarities", settings, cache, token="t-slow") as run:
+            # Its lease lapsed (a long freeze) and another run took it.
+            cache.client.set(jobs.LOCK_PREFIX + "user_similarities", "t-next")
+            time.sleep(2 / 3 + 0.5)  # the next renewal finds out
+            pipeline._write(run, settings, {"user_similarities": (cols, [_csv([(7, 8, 0.1)])])})
+    assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1") == [(1, 2), (2, 1)]
+    status, error = query(url, "SELECT status, error FROM job_runs WHERE task_id = 't-slow'")[0]
+    assert status == "failed" and error.startswith("LeaseLost")
+    assert jobs.holder(cache.client, "user_similarities") == "t-next"  # not released by the loser
+
+
+def _insert_run(url, job, token, started_ago_s, heartbeat_ago_s, status="running", parent_id=None):
+    return query(url, "INSERT INTO job_runs (job, task_id, parent_id, status, started_at, heartbeat_at) VALUES "
+                      "(%s, %s, %s, %s, now() - make_interval(secs => %s), now() - make_interval(secs => %s)) "
+                      "RETURNING id", (job, token, parent_id, status, started_ago_s, heartbeat_ago_s))[0][0]
+
+
+def _commit_query(url, sql, params=()):
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_dead_runs_are_abandoned_by_the_reaper_and_by_the_next_run(hand_env):
+    settings, cache = _leased(hand_env)
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    ids = {}
+    for job, token, beat_ago in (("refresh_all", "dead", 60), ("user_similarities", "fresh", 0),
+                                 ("cleanup_cache", "renewing", 60)):
+        _commit_query(url, "INSERT INTO job_runs (job, task_id, started_at, heartbeat_at) VALUES "
+                           "(%s, %s, now() - interval '2 minutes', now() - make_interval(secs => %s))",
+                      (job, token, beat_ago))
+        ids[job] = query(url, "SELECT id FROM job_runs WHERE task_id = %s", (token,))[0][0]
+    _commit_query(url, "INSERT INTO job_runs (job, task_id, parent_id, heartbeat_at) VALUES "
+                       "('popular_items', 'dead', %s, now() - interval '1 minute')", (ids["refresh_all"],))
+    # cleanup_cache's heartbeat is stale (a DB blip) but its lease is renewed: alive.
+    alive = jobs.Lease(cache.client, jobs.JOBS["cleanup_cache"], 30, "renewing").acquire()
+    try:
+        assert pipeline.reap_abandoned_runs(settings, cache) == ["refresh_all"]
+        statuses = dict(query(url, "SELECT coalesce(parent_id::text, job), status FROM job_runs"))
+        assert statuses == {"refresh_all": "abandoned", str(ids["refresh_all"]): "abandoned",
+                            "user_similarities": "running", "cleanup_cache": "running"}
+        assert pipeline.reap_abandoned_runs(settings, cache) == []
+    finally:
+        alive.release()
+    # The next run holds the lease, so any other running row of its job is dead, fresh heartbeat or not.
+    with pipeline.job_run("user_similarities", settings, cache):
+        assert query(url, "SELECT status FROM job_runs WHERE id = %s", (ids["user_similarities"],)) == [
+            ("abandoned",)]
+    assert query(url, "SELECT count(*) FROM job_runs WHERE status = 'running' AND job <> 'cleanup_cache'")[0][0] == 0
+
+
+def test_job_health_reports_stuck_and_late_jobs(hand_env):
+    settings = load_settings(hand_env)
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    _commit_query(url, "INSERT INTO job_runs (job, status, started_at, finished_at) VALUES "
+                       "('popular_items', 'success', now() - interval '1 minute', now()), "
+                       "('user_profiles', 'success', now() - interval '2 days', now() - interval '2 days')")
+    # refresh_all's steps count as successes of their jobs.
+    _commit_query(url, "INSERT INTO job_runs (job, status, started_at, finished_at, parent_id) VALUES "
+                       "('cleanup_cache', 'success', now() - interval '1 minute', now(), 1)")
+    _commit_query(url, "INSERT INTO job_runs (job, task_id, started_at, heartbeat_at) VALUES "
+                       "('refresh_all', 'dead', now() - interval '5 minutes', now() - interval '4 minutes'), "
+                       "('user_similarities', 'slow', now() - interval '2 hours', now())")
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            health = jobs.job_health(cur, settings)
+    finally:
+        conn.close()
+    assert health["late"] == ["user_profiles", "user_similarities"]
+    fresh = health["freshness"]["popular_items"]
+    assert isinstance(fresh["age_s"], float) and fresh["age_s"] < 120 and not fresh["late"]
+    assert not health["freshness"]["cleanup_cache"]["late"]
+    stuck = {s["task_id"]: s["reason"] for s in health["stuck"]}
+    assert stuck["dead"].startswith("no heartbeat for 24") and "past its 3600s time limit" in stuck["slow"]

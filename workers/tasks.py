@@ -49,6 +49,7 @@ def _run(task, fn, job_name: str):
             log.info("job=%s status=waiting_for_lease held=%s by=%s", job_name, exc.job, exc.holder)
             raise task.retry(exc=exc, countdown=settings.job_lease_seconds, max_retries=LEASE_WAIT_RETRIES)
         log.info("job=%s status=already_running by=%s", job_name, exc.holder)
+        jobs.clear_queued(_cache_client().client, job_name, token)  # this task will not run: not queued any more
         return {"status": "already_running", "job": job_name, "task_id": exc.holder}
     return {"status": "success", "job": job_name, **{k: v for k, v in result.items() if not isinstance(v, dict)}}
 
