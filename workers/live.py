@@ -205,6 +205,7 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
     """Neighbours and the collaborative list of these users, written now. Returns similarity rows written."""
     if not users:
         return 0
+    started = time.perf_counter()
     own = main_queries.load_user_interactions(main, users)
     candidates = sorted(set(main_queries.co_users(main, own["item_id"].unique().tolist())) | set(users))
     pairs = _user_pairs(main, settings, candidates, ref_ts)
@@ -226,7 +227,8 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
                        [(int(u), [int(i) for i in ids], [round(float(s), 5) for s in scores])
                         for u, ids, scores in recs.itertuples(index=False)],
                        template="(%s, %s::bigint[], %s::real[])")
-    log.info("live=fold_in users=%s candidates=%s neighbours=%s", len(users), len(candidates), len(sims))
+    log.info("live=fold_in users=%s candidates=%s candidate_pairs=%s neighbours=%s ms=%.0f", len(users),
+             len(candidates), len(pairs), len(sims), (time.perf_counter() - started) * 1000)
     return len(sims)
 
 
