@@ -344,6 +344,14 @@ reported block is the run with the median RPS (`rps_runs` lists all three); cach
 runs are single. "server p50/p99" is the service's own time per request, from its
 access log.
 
+The `live` block (`bench/live.py`) then starts a real Celery worker and beat for the
+live sync (every `LIVE_SYNC_SECONDS`, default 10): cache-hit RPS and cache-miss p99
+without and with the sync running (likes trickling into the main DB), the freshness
+lag from a committed like to its exclusion from `/personalized` over 200 likes at a
+steady rate while wrk loads the API, `POST /events` to effect, and the sync's
+throughput on a burst of new interactions (100k; 5k on `tiny`). It deletes what it
+added to the main DB.
+
 Raw results: `bench/results/<preset>.json` (latency blocks at concurrency 8, the full
 grid under `grid`), `.md` and `.png` (latency distributions).
 

@@ -59,7 +59,8 @@ GAP_TTL_S = 3600  # an id missing this long was rolled back: stop looking for it
 MAX_GAPS = 100_000  # per source; a jump in the id sequence beyond this is logged and not tracked
 PRESENT_OVERLAP_S = 300  # presents are re-read this far behind their watermark (late commits)
 RECONCILE_MARGIN_S = 60  # a full job's snapshot is taken this soon after its run starts, at the latest
-FOLD_IN_MAX = 1000  # users folded in per round; more (a burst) wait for the next run, their profiles do not
+# Users folded in per round (bounds a run); a burst's others wait for the next runs, their profiles do not.
+FOLD_IN_MAX = 200
 LOCK_KEY = "recs:lock:live_sync"
 LOCK_TTL_S = 600
 FULL_JOBS = ("popular_items", "user_profiles", "user_similarities")
@@ -88,8 +89,12 @@ class AlreadyRunning(Exception):
 def load_state(cur) -> dict:
     cur.execute("SELECT source, max_id, gaps, extract(epoch FROM changed_at), ref_ts, "
                 "extract(epoch FROM newest_event_at) FROM live_sync_state")
-    return {r[0]: {"max_id": r[1], "gaps": {int(k): v for k, v in (r[2] or {}).items()}, "changed": r[3],
-                   "ref_ts": r[4], "newest": r[5]} for r in cur.fetchall()}
+    return {r[0]: {"max_id": r[1], "gaps": {int(k): v for k, v in (r[2] or {}).items()}, "changed": _float(r[3]),
+                   "ref_ts": r[4], "newest": _float(r[5])} for r in cur.fetchall()}
+
+
+def _float(v):
+    return None if v is None else float(v)
 
 
 def save_state(cur, state: dict, caught_up: bool | None = None) -> None:
@@ -117,7 +122,7 @@ def _bootstrap(main, recs_cur, now: float) -> dict:
     for job in FULL_JOBS:
         recs_cur.execute(LAST_FULL_RUN_SQL, (job,))
         row = recs_cur.fetchone()
-        state[f"job:{job}"] = {"max_id": 0, "gaps": {}, "changed": row[0] if row else 0.0, "ref_ts": None,
+        state[f"job:{job}"] = {"max_id": 0, "gaps": {}, "changed": float(row[0]) if row else 0.0, "ref_ts": None,
                                "newest": None}
     log.info("live=bootstrap likes_id=%s clicks_id=%s", ids["likes"], ids["clicks"])
     return state
@@ -205,6 +210,7 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
     """Neighbours and the collaborative list of these users, written now. Returns similarity rows written."""
     if not users:
         return 0
+    started = time.perf_counter()
     own = main_queries.load_user_interactions(main, users)
     candidates = sorted(set(main_queries.co_users(main, own["item_id"].unique().tolist())) | set(users))
     pairs = _user_pairs(main, settings, candidates, ref_ts)
@@ -226,7 +232,8 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
                        [(int(u), [int(i) for i in ids], [round(float(s), 5) for s in scores])
                         for u, ids, scores in recs.itertuples(index=False)],
                        template="(%s, %s::bigint[], %s::real[])")
-    log.info("live=fold_in users=%s candidates=%s neighbours=%s", len(users), len(candidates), len(sims))
+    log.info("live=fold_in users=%s candidates=%s candidate_pairs=%s neighbours=%s ms=%.0f", len(users),
+             len(candidates), len(pairs), len(sims), (time.perf_counter() - started) * 1000)
     return len(sims)
 
 
@@ -272,7 +279,7 @@ def reconcile_full_jobs(main, cur, cache: Cache, settings: Settings, state: dict
             continue
         finished, snap = float(row[0]), float(row[1]) - RECONCILE_MARGIN_S
         snaps[job] = snap
-        if finished <= (seen["changed"] or 0.0):
+        if finished <= (seen["changed"] or 0.0) + 0.001:  # stored through to_timestamp: microseconds
             continue
         seen["changed"] = finished
         ref = state["likes"]["ref_ts"]
