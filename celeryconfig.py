@@ -4,7 +4,8 @@ Values come from shared.settings (the environment), validated at import.
 """
 from datetime import timedelta
 
-from shared.jobs import JOBS, QUEUE, interval_seconds
+from shared.jobs import JOBS, QUEUE, REAPER_INTERVAL_S, REAPER_TASK, interval_seconds, longest_time_limit_s
+from shared.live import LIVE_QUEUE, LIVE_SYNC_TASK
 from shared.settings import get_settings
 
 _settings = get_settings()
@@ -24,13 +25,20 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 task_track_started = True
-broker_transport_options = {"visibility_timeout": 7200}
+# The rule: visibility_timeout > the longest hard time limit of any task. The Redis broker
+# hands a message that is not acknowledged within visibility_timeout to a worker again,
+# even while its task still runs; with acks_late a shorter timeout would start a second
+# copy of every long job. So the redelivery of a killed worker's task comes hours later
+# and is not what heals a job: recs.reap_abandoned_runs (below, every minute) marks the
+# dead run abandoned and queues its job again once its lease lapsed. A late redelivery
+# then runs the job once more, holding the lease like any run.
+broker_transport_options = {"visibility_timeout": longest_time_limit_s() + 600}
 broker_connection_retry_on_startup = True
 worker_hijack_root_logger = False
 
 beat_schedule_filename = _settings.celery_beat_schedule_file
 
-task_routes = {"recs.*": {"queue": QUEUE}}
+task_routes = {LIVE_SYNC_TASK: {"queue": LIVE_QUEUE}, "recs.*": {"queue": QUEUE}}
 task_default_queue = QUEUE
 
 beat_schedule = {
@@ -38,3 +46,9 @@ beat_schedule = {
     for job in JOBS.values()
     if job.interval_setting is not None
 }
+beat_schedule[REAPER_TASK] = {"task": REAPER_TASK, "schedule": timedelta(seconds=REAPER_INTERVAL_S)}
+
+# The live sync, on its own queue (a worker with -Q recs_live): a run queued behind a
+# busy worker expires after one period instead of piling up.
+beat_schedule[LIVE_SYNC_TASK] = {"task": LIVE_SYNC_TASK, "schedule": timedelta(seconds=_settings.live_sync_seconds),
+                                 "options": {"queue": LIVE_QUEUE, "expires": _settings.live_sync_seconds}}

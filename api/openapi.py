@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from api.http import MAX_BODY_BYTES
 from api.validation import PersonalizedRequest, PopularRequest
+from shared.ids import ID_STRING
 from shared.jobs import JOBS
 
 POPULAR_EXAMPLE = {"user_params": {"gender": "f", "age": "25-34", "category": "electronics", "geo_id": 213},
@@ -54,13 +55,16 @@ HEALTH = {"type": "object", "required": ["status", "checks"], "properties": {
     "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
     "checks": {"type": "object"}, "freshness": {"type": "object"},
     "failing": {"type": "array", "items": {"type": "string"}},
-    "late_jobs": {"type": "array", "items": {"type": "string"}}}}
+    "late_jobs": {"type": "array", "items": {"type": "string"}},
+    "stuck_jobs": {"type": "array", "items": {"type": "object"}},
+    "serving": {"type": "object"}, "live_sync": {"type": "object"}, "age_s": {"type": "number"}}}
 STATS = {"type": "object", "required": ["main_db", "recommendations_db", "cache", "config"],
          "properties": {name: {"type": "object"} for name in ("main_db", "recommendations_db", "cache", "config")}}
 QUEUED = {"type": "object", "required": ["status", "task", "task_id"], "properties": {
     "status": {"const": "queued"}, "task": {"type": "string"}, "task_id": {"type": "string"}}}
 RUNNING = {"type": "object", "required": ["status", "task"], "properties": {
-    "status": {"const": "already_running"}, "task": {"type": "string"}}}
+    "status": {"enum": ["already_queued", "already_running"]}, "task": {"type": "string"},
+    "task_id": {"type": "string", "description": "the task already queued or running"}}}
 TASK = {"type": "object", "required": ["task_id", "state"], "properties": {
     "task_id": {"type": "string"}, "state": {"type": "string", "examples": ["PENDING", "STARTED", "SUCCESS"]},
     "result": {"description": "the task's result once it is ready, else null"}}}
@@ -89,7 +93,9 @@ def _json(schema, description):
 
 def _request_schemas(max_page_size: int, default_page_size: int) -> dict:
     schemas = {}
-    for model in (PopularRequest, PersonalizedRequest):
+    from api.events import EventBatch, EventIn  # imported here: api.events imports this package's siblings
+
+    for model in (PopularRequest, PersonalizedRequest, EventIn, EventBatch):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -139,9 +145,30 @@ def document(auth_on: bool, max_page_size: int, default_page_size: int) -> dict:
             "PersonalizedRequest", PERSONALIZED_EXAMPLE, True, errors),
         "/categories": _get("Valid categories, with the number of public in-stock presents in each", {
             "200": _json(_ref("Categories"), "Categories, by name"), "503": errors["503"], **auth}),
-        "/health": _get("Dependencies and data freshness", {
-            "200": _json(_ref("Health"), "status ok, or degraded (a job more than twice its interval late)"),
-            "503": _json(_ref("Health"), "a dependency is down; `failing` names it")},
+        "/events": {"post": {
+            "summary": "Live feedback (like, unlike, click): effective on the user's next request",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "oneOf": [_ref("EventIn"), _ref("EventBatch")]}}}},
+            "responses": {
+                "200": _json({"type": "object", "properties": {"accepted": {"type": "integer"}}}, "Applied"),
+                "400": errors["400"], "413": errors["413"],
+                **({} if auth_on else {"403": _json(_ref("Error"), "Loopback clients only when no credentials "
+                                                                    "are configured")}),
+                "503": _json(_ref("Error"), "Redis unavailable: nothing applied, retry"), **auth}}},
+        "/health": _get("Dependencies, data freshness and the live sync's lag (checks bounded, cached ~1.5 s "
+                        "per process)", {
+            "200": _json(_ref("Health"), "status ok, or degraded: serving, but a dependency is down (`failing` "
+                                         "names it), a job is late or stuck, or the live sync is behind"),
+            "503": _json(_ref("Health"), "status unavailable: neither Redis nor the recommendations DB answers, "
+                                         "so nothing can be served")},
+            **({"security": []} if auth_on else {})),
+        "/livez": _get("Liveness: the process answers; no dependency is called", {
+            "200": _json({"type": "object", "required": ["status"],
+                          "properties": {"status": {"const": "ok"}}}, "alive")},
+            **({"security": []} if auth_on else {})),
+        "/readyz": _get("Readiness: Redis or the recommendations DB answers (the cached /health checks)", {
+            "200": _json({"type": "object"}, "status ready; `failing` lists dependencies that are down"),
+            "503": _json({"type": "object"}, "status unavailable: take this instance out of rotation")},
             **({"security": []} if auth_on else {})),
         "/stats": _get("Data, cache and configuration figures (no secrets)", {
             "200": _json(_ref("Stats"), "main_db, recommendations_db, cache, config"), **auth}),
@@ -151,17 +178,37 @@ def document(auth_on: bool, max_page_size: int, default_page_size: int) -> dict:
             "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}, **auth}),
         "/admin/tasks/{task_id}": _get("State of an enqueued task", {
             "200": _json(_ref("Task"), "task_id, state, result"),
+            "404": _json(_ref("Error"), "No task with that id was queued through /admin (or its record expired)"),
             **({} if auth_on else {"403": _json(_ref("Error"), "Admin answers loopback clients only "
                                                                 "when no credentials are configured")}),
             "503": _json(_ref("Error"), "Result backend unavailable"), **auth},
             parameters=[{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}]),
+        "/metrics": _get("Prometheus metrics (requests, latency, dependency errors, jobs)", {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "404": {"description": "METRICS_ENABLED=0", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **auth}),
+        "/dashboard": _get("Ops dashboard (HTML)", {
+            "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
+            **({} if auth_on else {"403": _json(_ref("Error"), "Loopback clients only when no credentials "
+                                                                "are configured")}), **auth}),
+        "/dashboard/api/overview": _get("The dashboard's jobs, minute series, volumes and cache figures", {
+            "200": _json({"type": "object"}, "jobs, series, cache, volumes"),
+            **({} if auth_on else {"403": _json(_ref("Error"), "Loopback clients only when no credentials "
+                                                                "are configured")}), **auth}),
+        "/dashboard/api/user/{user_id}": _get(
+            "User preview: bucket, algorithm, profile, neighbours, items and why each is there", {
+                "200": _json({"type": "object"}, "The preview"), "400": errors["400"], "503": errors["503"],
+                **({} if auth_on else {"403": _json(_ref("Error"), "Loopback clients only when no credentials "
+                                                                    "are configured")}), **auth},
+            parameters=[{"name": "user_id", "in": "path", "required": True,
+                         "schema": {"type": "string", "pattern": f"^{ID_STRING.pattern}$"}}]),
     }
     for job in JOBS.values():
         paths[f"/admin/{job.admin_path}"] = {"post": {
             "summary": f"Enqueue {job.task}",
             "responses": {
                 "202": _json(_ref("Queued"), "Queued"),
-                "409": _json(_ref("AlreadyRunning"), "That job is already running"),
+                "409": _json(_ref("AlreadyRunning"), "That job is already queued or running; task_id names its task"),
                 **({} if auth_on else {"403": _json(_ref("Error"), "Admin answers loopback clients only "
                                                                     "when no credentials are configured")}),
                 "503": _json(_ref("Error"), "Broker unavailable"), **auth}}}

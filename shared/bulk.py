@@ -34,12 +34,14 @@ def _indexes(cur, table: str):
     return cur.fetchall()
 
 
-def replace_tables(conn, tables: dict[str, tuple[list[str], Iterable[io.StringIO]]], progress=None) -> int:
+def replace_tables(conn, tables: dict[str, tuple[list[str], Iterable[io.StringIO]]], progress=None,
+                   before_commit=None) -> int:
     """Replace each table's contents with the CSV chunks given for it, atomically.
 
     tables: {table: (columns, iterable of CSV text buffers)}. Returns rows written.
     The caller's connection must not be in autocommit mode; this commits on success
-    and rolls back on any error.
+    and rolls back on any error. before_commit() may raise to refuse the swap at the
+    last moment (a job that lost its lease).
     """
     rows = 0
     try:
@@ -87,6 +89,8 @@ def replace_tables(conn, tables: dict[str, tuple[list[str], Iterable[io.StringIO
                         sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(name + SUFFIX), sql.Identifier(name))
                     )
                 cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+        if before_commit is not None:
+            before_commit()
         conn.commit()
     except BaseException:
         conn.rollback()

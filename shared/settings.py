@@ -98,11 +98,16 @@ class Settings(BaseSettings):
     similarity_shards: int = _int(1, 1, 1024)
     db_timeout_ms: int = _int(2000, 50, 600000)
     generation_check_ms: int = _int(1000, 0, 60000)
+    job_lease_seconds: int = _int(60, 2, 3600)
+    live_sync_seconds: int = _int(10, 1, 3600)
+    live_lag_alert_seconds: int = _int(120, 1, 86400)
+    metrics_enabled: bool = True
     basic_auth_username: str = ""
     basic_auth_password: SecretStr = SecretStr("")
     flower_basic_auth: SecretStr = SecretStr("")
     # Read by deploy/gunicorn.conf.py; validated here so a typo fails every process alike.
     web_concurrency: int = _int(2, 1, 256)
+    worker_connections: int = _int(10000, 1, 1000000)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # Celery beat's record of last runs (a shelve file). Relative: to the working directory,
     # so each checkout (and each container) has its own.

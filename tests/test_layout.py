@@ -63,7 +63,7 @@ def test_compose_runs_what_the_procfile_runs():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"postgres", "redis", "api", "worker", "beat", "flower"} <= set(services)
-    names = {"web": "api", "worker": "worker", "beat": "beat", "flower": "flower"}
+    names = {"web": "api", "worker": "worker", "live": "live-worker", "beat": "beat", "flower": "flower"}
     for proc_name, cmd in procfile().items():
         command = services[names[proc_name]]["command"]
         # Same program and arguments; compose may prepend schema setup (api) or wrap in sh -c.
@@ -93,15 +93,17 @@ def test_compose_refuses_to_start_without_its_secrets(missing):
 
 def test_compose_starts_init_first_and_waits_for_health():
     services = compose()["services"]
-    assert set(services) == {"postgres", "redis", "init", "api", "worker", "beat", "flower"}
+    assert set(services) == {"postgres", "redis", "init", "api", "worker", "live-worker", "beat", "flower"}
     for name, service in services.items():
         for dep, cond in service.get("depends_on", {}).items():
             assert dep in services, (name, dep)
             expected = "service_completed_successfully" if dep == "init" else "service_healthy"
             assert cond == {"condition": expected}, (name, dep, cond)
             assert dep == "init" or "healthcheck" in services[dep], dep
-    for name in ("api", "worker", "beat"):
+    for name in ("api", "worker", "live-worker", "beat"):
         assert set(services[name]["depends_on"]) == {"postgres", "redis", "init"}, name
+    for name in set(services) - {"init"}:
+        assert "healthcheck" in services[name], name
     assert set(services["init"]["depends_on"]) == {"postgres", "redis"}
     assert services["init"]["command"] == "python -m deploy.stack init"
     assert services["init"]["environment"]["DEMO_DATA"] == "1"  # a working demo by default

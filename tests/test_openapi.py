@@ -66,7 +66,8 @@ def test_docs_page_uses_only_local_assets(tiny_env):
 def _schemathesis(url: str, workdir: Path, *extra) -> subprocess.CompletedProcess:
     # All checks, a fixed seed, few examples per operation: a bounded, repeatable run.
     # The hooks keep generated bodies within the two cross-field rules the document states in words.
-    args = [str(Path(sys.executable).parent / "st"), "run", f"{url}/openapi.json", "--checks", "all",
+    args = [str(Path(sys.executable).parent / "st"), "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
+            "run", f"{url}/openapi.json", "--checks", "all",
             "--seed", "42", "--max-examples", "25", "--workers", "1", "--generation-database", "none",
             "--request-timeout", "10", "--no-color", *extra]
     env = {"PATH": "/usr/bin:/bin", "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(ROOT)}

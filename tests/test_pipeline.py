@@ -111,13 +111,22 @@ def test_swap_keeps_index_names_so_schema_reapplies_cleanly(hand_env):
 def test_second_run_while_one_runs_is_refused(hand_env):
     settings = load_settings(hand_env)
     cache = cache_for(settings)
-    held = jobs.lock(cache.client, jobs.JOBS["popular_items"])
-    assert held.acquire()
+    held = jobs.Lease(cache.client, jobs.JOBS["popular_items"], 30, "scheduled-run").acquire()
     try:
-        with pytest.raises(pipeline.AlreadyRunning):
+        with pytest.raises(pipeline.AlreadyRunning) as refused:
             pipeline.refresh_popular_items(settings, cache)
+        assert refused.value.holder == "scheduled-run"
+        # refresh_all runs popular_items as its own step under its own lease: refused up
+        # front (all leases or none), not recorded as a failed refresh_all.
+        with pytest.raises(pipeline.AlreadyRunning) as refused:
+            pipeline.refresh_all(settings, cache)
+        assert (refused.value.job, refused.value.holder) == ("popular_items", "scheduled-run")
+        assert not jobs.is_running(cache.client, jobs.JOBS["refresh_all"])
+        assert not jobs.is_running(cache.client, jobs.JOBS["user_profiles"])
+        assert query(hand_env["RECOMMENDATIONS_DATABASE_URL"], "SELECT count(*) FROM job_runs")[0][0] == 0
     finally:
         held.release()
+    assert not jobs.is_running(cache.client, jobs.JOBS["popular_items"])
 
 
 def test_failed_run_is_recorded_with_its_error(hand_env):
@@ -190,37 +199,53 @@ def test_sharded_similarities_merge_to_the_same_tables(hand_env):
     whole = query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2")
     whole_recs = query(url, "SELECT user_id, item_ids FROM user_recommendations ORDER BY 1")
     three = load_settings(dict(hand_env, SIMILARITY_SHARDS="3"))
-    pipeline.compute_similarity_shard(three, 0, 3, "t1")
-    pipeline.compute_similarity_shard(three, 2, 3, "t1")
-    with pytest.raises(RuntimeError, match="2 of 3 shards"):
-        pipeline.merge_similarity_shards(three, cache_for(three), "t1", 3)
-    assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole  # untouched
-    pipeline.compute_similarity_shard(three, 1, 3, "t1")
-    pipeline.compute_similarity_shard(three, 1, 3, "t1")  # a retried shard replaces its output
     cache = cache_for(three)
     job = jobs.JOBS["user_similarities"]
-    assert jobs.lock_for_run(cache.client, job, "t1")  # as the dispatch takes it
-    assert not jobs.lock_for_run(cache.client, job, "t2") and jobs.is_running(cache.client, job)
-    result = pipeline.merge_similarity_shards(three, cache, "t1", 3)
-    assert not jobs.is_running(cache.client, job)  # the merge took the run's lock over and released it
+    handles = []  # what the Celery chord would carry to the shard tasks and the merge
+    dispatched = pipeline.dispatch_user_similarities(three, cache, handles.append, token="t1")
+    assert dispatched["status"] == "dispatched" and handles[0]["token"] == "t1"
+    run = handles[0]
+    # The run holds the job's lease from dispatch on: a second run is refused.
+    assert jobs.holder(cache.client, "user_similarities") == "t1"
+    with pytest.raises(pipeline.AlreadyRunning):
+        pipeline.dispatch_user_similarities(three, cache, handles.append, token="t2")
+    pipeline.compute_similarity_shard(three, cache, 0, 3, run)
+    pipeline.compute_similarity_shard(three, cache, 2, 3, run)
+    with pytest.raises(RuntimeError, match="2 of 3 shards"):
+        pipeline.merge_similarity_shards(three, cache, run, 3)
+    assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole  # untouched
+    assert query(url, "SELECT status FROM job_runs WHERE id = %s", (run["run_id"],)) == [("failed",)]
+    assert not jobs.is_running(cache.client, job)  # a failed merge ends the run
+
+    dispatched = pipeline.dispatch_user_similarities(three, cache, handles.append, token="t3")
+    run = handles[-1]
+    for shard in (0, 1, 2, 1):  # a retried shard replaces its output
+        pipeline.compute_similarity_shard(three, cache, shard, 3, run)
+    assert jobs.holder(cache.client, "user_similarities") == "t3"  # the shards renewed it, never released it
+    result = pipeline.merge_similarity_shards(three, cache, run, 3)
+    assert not jobs.is_running(cache.client, job)  # the merge took the run's lease over and released it
     assert result["rows"] == len(whole) + len(whole_recs)
+    assert query(url, "SELECT status, rows_written, task_id FROM job_runs WHERE id = %s", (run["run_id"],)) == [
+        ("success", result["rows"], "t3")]
     assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole
     assert query(url, "SELECT user_id, item_ids FROM user_recommendations ORDER BY 1") == whole_recs
-    assert query(url, "SELECT count(*) FROM similarity_shard_results")[0][0] == 0
+    assert query(url, "SELECT count(*) FROM similarity_shard_results WHERE run_tag = 't3'")[0][0] == 0
 
 
-def test_a_sharded_run_holds_the_job_lock_from_dispatch(hand_env):
+def test_a_sharded_run_holds_the_job_lease_from_dispatch(hand_env):
     from workers import tasks
 
     settings = load_settings(dict(hand_env, SIMILARITY_SHARDS="2"))
     cache = cache_for(settings)
     job = jobs.JOBS["user_similarities"]
-    assert jobs.lock_for_run(cache.client, job, "earlier")
+    earlier = jobs.Lease(cache.client, job, 30, "earlier").acquire()
     with pytest.raises(pipeline.AlreadyRunning):  # refused before anything is dispatched
         tasks._update_user_similarities(settings, cache)
-    jobs.release_run(cache.client, job, "another run")
-    assert jobs.is_running(cache.client, job)  # only the run holding the lock releases it
-    jobs.release_run(cache.client, job, "earlier")
+    jobs.Lease(cache.client, job, 30, "another run").release()
+    assert jobs.is_running(cache.client, job)  # only the run holding the lease releases it
+    with pytest.raises(jobs.LeaseLost):  # nor can another run continue it
+        jobs.Lease(cache.client, job, 30, "another run").adopt()
+    earlier.release()
     assert not jobs.is_running(cache.client, job)
 
 
@@ -281,3 +306,118 @@ def test_api_source_and_evaluator_source_serve_identical_lists(tiny_env):
         assert len(reads) == 2
     finally:
         conn.close()
+
+
+def _leased(hand_env, seconds=2):
+    settings = load_settings(dict(hand_env, JOB_LEASE_SECONDS=str(seconds)))
+    return settings, cache_for(settings)
+
+
+def test_a_running_job_renews_its_lease_and_its_heartbeat(hand_env):
+    import threading
+    import time
+
+    settings, cache = _leased(hand_env)
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    with pipeline.job_run("cleanup_cache", settings, cache, token="t-renew") as run:
+        time.sleep(2 * 2 + 0.5)  # longer than two lease TTLs
+        assert jobs.holder(cache.client, "cleanup_cache") == "t-renew"
+        assert 0 < cache.client.pttl(jobs.LOCK_PREFIX + "cleanup_cache") <= 2000  # still a short lease
+        beat, started, token = query(url, "SELECT heartbeat_at, started_at, task_id FROM job_runs WHERE id = %s",
+                                     (run.run_id,))[0]
+        assert (beat - started).total_seconds() > 2 and token == "t-renew"
+    assert not jobs.is_running(cache.client, jobs.JOBS["cleanup_cache"])
+    assert query(url, "SELECT status FROM job_runs WHERE id = %s", (run.run_id,)) == [("success",)]
+    assert not [t for t in threading.enumerate() if t.name.startswith("lease-")]  # renewal stopped
+
+
+def test_a_run_that_lost_its_lease_refuses_its_swap(hand_env):
+    import time
+
+    settings, cache = _leased(hand_env)
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    cols = ["user_id", "similar_user_id", "similarity_score"]
+    conn = psycopg2.connect(url)
+    bulk.replace_tables(conn, {"user_similarities": (cols, [_csv([(1, 2, 0.5), (2, 1, 0.5)])])})
+    conn.close()
+    with pytest.raises(jobs.LeaseLost):
+        with pipeline.job_run("user_similarities", settings, cache, token="t-slow") as run:
+            # Its lease lapsed (a long freeze) and another run took it.
+            cache.client.set(jobs.LOCK_PREFIX + "user_similarities", "t-next")
+            time.sleep(2 / 3 + 0.5)  # the next renewal finds out
+            pipeline._write(run, settings, {"user_similarities": (cols, [_csv([(7, 8, 0.1)])])})
+    assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1") == [(1, 2), (2, 1)]
+    status, error = query(url, "SELECT status, error FROM job_runs WHERE task_id = 't-slow'")[0]
+    assert status == "failed" and error.startswith("LeaseLost")
+    assert jobs.holder(cache.client, "user_similarities") == "t-next"  # not released by the loser
+
+
+def _insert_run(url, job, token, started_ago_s, heartbeat_ago_s, status="running", parent_id=None):
+    return query(url, "INSERT INTO job_runs (job, task_id, parent_id, status, started_at, heartbeat_at) VALUES "
+                      "(%s, %s, %s, %s, now() - make_interval(secs => %s), now() - make_interval(secs => %s)) "
+                      "RETURNING id", (job, token, parent_id, status, started_ago_s, heartbeat_ago_s))[0][0]
+
+
+def _commit_query(url, sql, params=()):
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_dead_runs_are_abandoned_by_the_reaper_and_by_the_next_run(hand_env):
+    settings, cache = _leased(hand_env)
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    ids = {}
+    for job, token, beat_ago in (("refresh_all", "dead", 60), ("user_similarities", "fresh", 0),
+                                 ("cleanup_cache", "renewing", 60)):
+        _commit_query(url, "INSERT INTO job_runs (job, task_id, started_at, heartbeat_at) VALUES "
+                           "(%s, %s, now() - interval '2 minutes', now() - make_interval(secs => %s))",
+                      (job, token, beat_ago))
+        ids[job] = query(url, "SELECT id FROM job_runs WHERE task_id = %s", (token,))[0][0]
+    _commit_query(url, "INSERT INTO job_runs (job, task_id, parent_id, heartbeat_at) VALUES "
+                       "('popular_items', 'dead', %s, now() - interval '1 minute')", (ids["refresh_all"],))
+    # cleanup_cache's heartbeat is stale (a DB blip) but its lease is renewed: alive.
+    alive = jobs.Lease(cache.client, jobs.JOBS["cleanup_cache"], 30, "renewing").acquire()
+    try:
+        assert pipeline.reap_abandoned_runs(settings, cache) == ["refresh_all"]
+        statuses = dict(query(url, "SELECT coalesce(parent_id::text, job), status FROM job_runs"))
+        assert statuses == {"refresh_all": "abandoned", str(ids["refresh_all"]): "abandoned",
+                            "user_similarities": "running", "cleanup_cache": "running"}
+        assert pipeline.reap_abandoned_runs(settings, cache) == []
+    finally:
+        alive.release()
+    # The next run holds the lease, so any other running row of its job is dead, fresh heartbeat or not.
+    with pipeline.job_run("user_similarities", settings, cache):
+        assert query(url, "SELECT status FROM job_runs WHERE id = %s", (ids["user_similarities"],)) == [
+            ("abandoned",)]
+    assert query(url, "SELECT count(*) FROM job_runs WHERE status = 'running' AND job <> 'cleanup_cache'")[0][0] == 0
+
+
+def test_job_health_reports_stuck_and_late_jobs(hand_env):
+    settings = load_settings(hand_env)
+    url = hand_env["RECOMMENDATIONS_DATABASE_URL"]
+    _commit_query(url, "INSERT INTO job_runs (job, status, started_at, finished_at) VALUES "
+                       "('popular_items', 'success', now() - interval '1 minute', now()), "
+                       "('user_profiles', 'success', now() - interval '2 days', now() - interval '2 days')")
+    # refresh_all's steps count as successes of their jobs.
+    _commit_query(url, "INSERT INTO job_runs (job, status, started_at, finished_at, parent_id) VALUES "
+                       "('cleanup_cache', 'success', now() - interval '1 minute', now(), 1)")
+    _commit_query(url, "INSERT INTO job_runs (job, task_id, started_at, heartbeat_at) VALUES "
+                       "('refresh_all', 'dead', now() - interval '5 minutes', now() - interval '4 minutes'), "
+                       "('user_similarities', 'slow', now() - interval '2 hours', now())")
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            health = jobs.job_health(cur, settings)
+    finally:
+        conn.close()
+    assert health["late"] == ["user_profiles", "user_similarities"]
+    fresh = health["freshness"]["popular_items"]
+    assert isinstance(fresh["age_s"], float) and fresh["age_s"] < 120 and not fresh["late"]
+    assert not health["freshness"]["cleanup_cache"]["late"]
+    stuck = {s["task_id"]: s["reason"] for s in health["stuck"]}
+    assert stuck["dead"].startswith("no heartbeat for 24") and "past its 3600s time limit" in stuck["slow"]

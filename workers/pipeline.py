@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,8 +30,7 @@ log = logging.getLogger("recs.jobs")
 CHUNK_ROWS = 200_000
 
 
-class AlreadyRunning(Exception):
-    pass
+AlreadyRunning = jobs.AlreadyRunning  # another run holds the lease
 
 
 @dataclass
@@ -81,85 +81,163 @@ def frame_chunks(df: pd.DataFrame, columns: list[str]):
         yield buf
 
 
-@contextmanager
-def job_run(job_name: str, settings: Settings, cache: Cache):
-    """Lock, record start and finish, log key=value. Yields a dict the job fills with 'rows'."""
-    job = jobs.JOBS[job_name]
-    lock = jobs.lock(cache.client, job)
-    if not lock.acquire():
-        raise AlreadyRunning(job_name)
-    conn = connect_recs(settings, application_name=f"recs-job-{job_name}")
-    started = time.perf_counter()
-    result = {"rows": 0}
-    try:
-        run_id = jobs.record_start(conn, job_name)
+@dataclass
+class Run:
+    """One run of a job, and its one owner: the lease, the job_runs row, the result.
+
+    Steps (refresh_all's jobs) and later tasks of the same run (similarity shards, the
+    merge) work under this lease and record into this run; they never lock on their own.
+    """
+
+    job: str
+    token: str
+    run_id: int
+    lease: jobs.Lease
+    conn: object  # the recommendations-DB connection that records the run
+    result: dict
+    handed_over: bool = False
+
+    def check(self) -> None:
+        self.lease.check()
+
+    def handle(self, **more) -> dict:
+        """What a task continuing this run needs (JSON: it travels in a Celery message)."""
+        return {"job": self.job, "token": self.token, "run_id": self.run_id, **more}
+
+    def hand_over(self) -> None:
+        """Other tasks finish this run: keep the lease (it stays valid one TTL) and the row running."""
+        self.handed_over = True
+
+    @contextmanager
+    def step(self, name: str, row_id: int | None = None):
+        """One step: a job_runs row of its own (parent_id = this run), under this run's lease."""
+        self.check()
+        if row_id is None:
+            row_id = jobs.record_start(self.conn, name, self.token, self.run_id)
+        step = {"rows": 0}
+        started = time.perf_counter()
         try:
-            yield result
+            yield step
+        except BaseException as exc:
+            self.conn.rollback()
+            jobs.record_finish(self.conn, row_id, "failed", step["rows"], f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        jobs.record_finish(self.conn, row_id, "success", step["rows"])
+        step["seconds"] = round(time.perf_counter() - started, 3)
+        self.result[name] = step
+        self.result["rows"] += step["rows"]
+        log.info("job=%s step=%s status=success rows=%s ms=%.0f", self.job, name, step["rows"],
+                 step["seconds"] * 1000)
+
+
+def _heartbeat(settings: Settings, run_id: int):
+    def beat():
+        conn = connect_recs(settings, statement_timeout_ms=5000, application_name="recs-job-heartbeat")
+        try:
+            jobs.heartbeat(conn, run_id)
+        finally:
+            conn.close()
+    return beat
+
+
+@contextmanager
+def job_run(job_name: str, settings: Settings, cache: Cache, token: str | None = None, adopt: dict | None = None):
+    """Take the job's lease (or, with adopt, continue a run another task started), record
+    the run, renew lease and heartbeat while it runs, record its end. Yields the Run.
+
+    token: the run's id, normally the Celery task id. Raises jobs.AlreadyRunning if
+    another run holds the lease, jobs.LeaseLost if an adopted run lost it.
+    """
+    job = jobs.JOBS[job_name]
+    token = adopt["token"] if adopt else token or uuid.uuid4().hex
+    lease = jobs.Lease(cache.client, job, settings.job_lease_seconds, token)
+    lease.adopt() if adopt else lease.acquire()
+    conn = run = None
+    started = time.perf_counter()
+    try:
+        conn = connect_recs(settings, application_name=f"recs-job-{job_name}")
+        if adopt:
+            run_id = adopt["run_id"]
+        else:
+            jobs.abandon_unowned(conn, lease.names)  # we hold the lease: no other run of these is alive
+            run_id = jobs.record_start(conn, job_name, token)
+            jobs.clear_queued(cache.client, job_name, token)
+        # An adopted run carries on counting the rows its earlier tasks wrote.
+        run = Run(job_name, token, run_id, lease, conn, {"rows": adopt.get("rows", 0) if adopt else 0})
+        lease.start_renewing(_heartbeat(settings, run_id))
+        try:
+            yield run
+            run.check()  # a run that lost its lease did not own what it wrote: not a success
         except BaseException as exc:
             conn.rollback()
-            jobs.record_finish(conn, run_id, "failed", result["rows"], f"{type(exc).__name__}: {exc}"[:2000])
-            log.error("job=%s status=failed error=%r", job_name, str(exc)[:200])
+            jobs.record_finish(conn, run_id, "failed", run.result["rows"], f"{type(exc).__name__}: {exc}"[:2000])
+            log.error("job=%s status=failed run=%s error=%r", job_name, run_id, str(exc)[:200])
             raise
-        jobs.record_finish(conn, run_id, "success", result["rows"])
-        result["seconds"] = round(time.perf_counter() - started, 3)
-        log.info("job=%s status=success rows=%s ms=%.0f", job_name, result["rows"], result["seconds"] * 1000)
+        if run.handed_over:
+            log.info("job=%s status=handed_over run=%s token=%s", job_name, run_id, token)
+            return
+        jobs.record_finish(conn, run_id, "success", run.result["rows"])
+        run.result["seconds"] = round(time.perf_counter() - started, 3)
+        log.info("job=%s status=success run=%s rows=%s ms=%.0f", job_name, run_id, run.result["rows"],
+                 run.result["seconds"] * 1000)
     finally:
-        conn.close()
-        try:
-            lock.release()
-        except Exception:  # expired lock: nothing to release
-            pass
+        lease.stop_renewing()
+        if run is None or not run.handed_over:
+            lease.release()
+        if conn is not None:
+            conn.close()
 
 
-def _write(settings: Settings, tables: dict, progress=None) -> int:
+def _write(run: Run, settings: Settings, tables: dict, progress=None) -> int:
+    run.check()
     conn = connect_recs(settings, application_name="recs-writer")
     try:
-        return bulk.replace_tables(conn, tables, progress=progress)
+        return bulk.replace_tables(conn, tables, progress=progress, before_commit=run.check)
     finally:
         conn.close()
 
 
 ITEM_COLUMNS = ["item_id", "price", "category", "platform", "geo_id", "in_stock", "target_gender", "target_age",
-                "created_at"]
+                "created_at", "title"]
 POPULAR_COLUMNS = ["geo_id", "gender", "age_group", "category", "item_id", "popularity_score", "item_category",
                    "price", "platform", "item_geo_id"]
 
-
-def refresh_popular_items(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None) -> dict:
-    with job_run("popular_items", settings, cache) as result:
-        snap = snapshot or read_snapshot(settings)
-        pop = compute_popular(snap.pairs(settings), snap.demographics(), snap.items, top_n=settings.popular_top_n)
-        attrs = snap.items[["item_id", "category", "price", "platform", "geo_id"]].rename(
-            columns={"category": "item_category", "geo_id": "item_geo_id"})
-        pop = pop.merge(attrs, on="item_id", how="left")
-        pop["item_geo_id"] = pop["item_geo_id"].astype("Int64")
-        items = snap.items.copy()
-        items["geo_id"] = items["geo_id"].astype("Int64")
-        stats = pd.DataFrame({"name": list(snap.stats), "value": list(snap.stats.values())})
-        result["rows"] = _write(
-            settings,
-            {
-                "items": (ITEM_COLUMNS, frame_chunks(items, ITEM_COLUMNS)),
-                "popular_items": (POPULAR_COLUMNS, frame_chunks(pop, POPULAR_COLUMNS)),
-                "main_db_stats": (["name", "value"], frame_chunks(stats, ["name", "value"])),
-            },
-            progress,
-        )
-        cache.bump("popular")
-    return result
+# Each job's body: (run, out, settings, cache, snapshot or None, progress). It sets
+# out["rows"]; `out` is the run's result for a job run alone, or a step's within refresh_all.
 
 
-def update_user_profiles(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None) -> dict:
-    with job_run("user_profiles", settings, cache) as result:
-        snap = snapshot or read_snapshot(settings)
-        prof = compute_profiles(snap.pairs(settings), snap.demographics(), snap.items)
-        prof["liked_item_ids"] = prof["liked_item_ids"].map(_pg_array)
-        prof["geo_id"] = prof["geo_id"].astype("Int64")
-        cols = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
-                "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
-        result["rows"] = _write(settings, {"user_profiles": (cols, frame_chunks(prof, cols))}, progress)
-        cache.bump("profiles")
-    return result
+def _popular_items(run, out, settings, cache, snap, progress):
+    snap = snap or read_snapshot(settings)
+    pop = compute_popular(snap.pairs(settings), snap.demographics(), snap.items, top_n=settings.popular_top_n)
+    attrs = snap.items[["item_id", "category", "price", "platform", "geo_id"]].rename(
+        columns={"category": "item_category", "geo_id": "item_geo_id"})
+    pop = pop.merge(attrs, on="item_id", how="left")
+    pop["item_geo_id"] = pop["item_geo_id"].astype("Int64")
+    items = snap.items.copy()
+    items["geo_id"] = items["geo_id"].astype("Int64")
+    stats = pd.DataFrame({"name": list(snap.stats), "value": list(snap.stats.values())})
+    out["rows"] = _write(
+        run,
+        settings,
+        {
+            "items": (ITEM_COLUMNS, frame_chunks(items, ITEM_COLUMNS)),
+            "popular_items": (POPULAR_COLUMNS, frame_chunks(pop, POPULAR_COLUMNS)),
+            "main_db_stats": (["name", "value"], frame_chunks(stats, ["name", "value"])),
+        },
+        progress,
+    )
+    cache.bump("popular")
+
+
+def _user_profiles(run, out, settings, cache, snap, progress):
+    snap = snap or read_snapshot(settings)
+    prof = compute_profiles(snap.pairs(settings), snap.demographics(), snap.items)
+    prof["liked_item_ids"] = prof["liked_item_ids"].map(_pg_array)
+    prof["geo_id"] = prof["geo_id"].astype("Int64")
+    cols = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
+            "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
+    out["rows"] = _write(run, settings, {"user_profiles": (cols, frame_chunks(prof, cols))}, progress)
+    cache.bump("profiles")
 
 
 def similarity_config(settings: Settings) -> SimilarityConfig:
@@ -185,96 +263,17 @@ def _similarity_chunks(snap: Snapshot, settings: Settings, shard: int, shards: i
     return {table: list(frame_chunks(frames[table], cols)) for table, cols in SIMILARITY_COLUMNS.items()}
 
 
-def update_user_similarities(settings: Settings, cache: Cache, snapshot: Snapshot | None = None,
-                             progress=None) -> dict:
-    """All shards in this process, one after another (bounded memory), then one swap."""
-    with job_run("user_similarities", settings, cache) as result:
-        snap = snapshot or read_snapshot(settings)
-        parts = [_similarity_chunks(snap, settings, shard, settings.similarity_shards)
-                 for shard in range(settings.similarity_shards)]
-        tables = {table: (cols, [chunk for part in parts for chunk in part[table]])
-                  for table, cols in SIMILARITY_COLUMNS.items()}
-        result["rows"] = _write(settings, tables, progress)
-        cache.bump("similarities")
-    return result
-
-
-def compute_similarity_shard(settings: Settings, shard: int, shards: int, run_tag: str) -> int:
-    """One shard, for a separate worker: store its CSV chunks until the merge. Returns rows."""
-    snap = read_snapshot(settings)
-    chunks = _similarity_chunks(snap, settings, shard, shards)
-    conn = connect_recs(settings, application_name=f"recs-similarity-shard-{shard}")
-    rows = 0
-    try:
-        with conn.cursor() as cur:
-            # A retried shard replaces its own earlier output.
-            cur.execute("DELETE FROM similarity_shard_results WHERE run_tag = %s AND shard = %s", (run_tag, shard))
-            for table, parts in chunks.items():
-                for n, chunk in enumerate(parts):
-                    text = chunk.getvalue()
-                    rows += text.count("\n")
-                    cur.execute("INSERT INTO similarity_shard_results (run_tag, shard, target, chunk_no, csv) "
-                                "VALUES (%s, %s, %s, %s, %s)", (run_tag, shard, table, n, text))
-        conn.commit()
-    finally:
-        conn.close()
-    log.info("job=user_similarities_shard shard=%s/%s run=%s rows=%s", shard, shards, run_tag, rows)
-    return rows
-
-
-def merge_similarity_shards(settings: Settings, cache: Cache, run_tag: str, shards: int) -> dict:
-    """Swap every shard's output in at once; refuses if a shard is missing.
-
-    The run's lock, taken at dispatch (jobs.lock_for_run), passes to this merge's job_run.
-    """
-    jobs.release_run(cache.client, jobs.JOBS["user_similarities"], run_tag)
-    with job_run("user_similarities", settings, cache) as result:
-        conn = connect_recs(settings, application_name="recs-similarity-merge")
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT count(DISTINCT shard) FROM similarity_shard_results WHERE run_tag = %s",
-                            (run_tag,))
-                done = cur.fetchone()[0]
-                if done != shards:
-                    raise RuntimeError(f"similarity run {run_tag}: {done} of {shards} shards finished")
-
-            def chunks(table):
-                # A server-side cursor streams one stored chunk at a time.
-                with conn.cursor(name=f"shard_chunks_{table}") as cur:
-                    cur.itersize = 1
-                    cur.execute("SELECT csv FROM similarity_shard_results WHERE run_tag = %s AND target = %s "
-                                "ORDER BY shard, chunk_no", (run_tag, table))
-                    for (text,) in cur:
-                        yield io.StringIO(text)
-
-            tables = {table: (cols, chunks(table)) for table, cols in SIMILARITY_COLUMNS.items()}
-            result["rows"] = bulk.replace_tables(conn, tables)
-            with conn.cursor() as cur:
-                cur.execute("DELETE FROM similarity_shard_results WHERE run_tag = %s", (run_tag,))
-            conn.commit()
-        finally:
-            conn.close()
-        cache.bump("similarities")
-    return result
-
-
-def fail_similarity_run(settings: Settings, cache: Cache, run_tag: str, error: str) -> None:
-    """A shard of a sharded similarity run failed for good, so its merge never runs.
-
-    Record the run as failed (job_runs, hence /stats and Flower's view agree), drop the
-    shard output it left and release the lock the run took when it was dispatched.
-    """
-    jobs.release_run(cache.client, jobs.JOBS["user_similarities"], run_tag)
-    conn = connect_recs(settings, application_name="recs-similarity-failed")
-    try:
-        run_id = jobs.record_start(conn, "user_similarities")
-        jobs.record_finish(conn, run_id, "failed", 0, f"sharded run {run_tag}: {error}"[:2000])
-        with conn.cursor() as cur:
-            cur.execute("DELETE FROM similarity_shard_results WHERE run_tag = %s", (run_tag,))
-        conn.commit()
-    finally:
-        conn.close()
-    log.error("job=user_similarities status=failed run=%s error=%r", run_tag, error[:200])
+def _user_similarities(run, out, settings, cache, snap, progress):
+    """The SIMILARITY_SHARDS shards in this process, one after another (bounded memory), then one swap."""
+    snap = snap or read_snapshot(settings)
+    parts = []
+    for shard in range(settings.similarity_shards):
+        run.check()
+        parts.append(_similarity_chunks(snap, settings, shard, settings.similarity_shards))
+    tables = {table: (cols, [chunk for part in parts for chunk in part[table]])
+              for table, cols in SIMILARITY_COLUMNS.items()}
+    out["rows"] = _write(run, settings, tables, progress)
+    cache.bump("similarities")
 
 
 STALE_SQL = (
@@ -290,41 +289,214 @@ STALE_SQL = (
 )
 
 
-def cleanup_cache(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None) -> dict:
-    with job_run("cleanup_cache", settings, cache) as result:
-        deleted_keys = cache.cleanup()
-        conn = connect_recs(settings, application_name="recs-cleanup")
-        deleted_rows = 0
+def _cleanup_cache(run, out, settings, cache, snap, progress):
+    deleted_keys = cache.cleanup()
+    conn = connect_recs(settings, application_name="recs-cleanup")
+    deleted_rows = 0
+    try:
+        with conn.cursor() as cur:
+            for statement in STALE_SQL:
+                cur.execute(statement)
+                deleted_rows += cur.rowcount
+        run.check()
+        conn.commit()
+    finally:
+        conn.close()
+    out.update(rows=deleted_keys + deleted_rows, deleted_keys=deleted_keys, deleted_rows=deleted_rows)
+
+
+def _alone(job_name, body, settings, cache, snapshot, progress, token) -> dict:
+    with job_run(job_name, settings, cache, token) as run:
+        body(run, run.result, settings, cache, snapshot, progress)
+    return run.result
+
+
+def refresh_popular_items(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None,
+                          token: str | None = None) -> dict:
+    return _alone("popular_items", _popular_items, settings, cache, snapshot, progress, token)
+
+
+def update_user_profiles(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None,
+                         token: str | None = None) -> dict:
+    return _alone("user_profiles", _user_profiles, settings, cache, snapshot, progress, token)
+
+
+def update_user_similarities(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None,
+                             token: str | None = None) -> dict:
+    return _alone("user_similarities", _user_similarities, settings, cache, snapshot, progress, token)
+
+
+def cleanup_cache(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None,
+                  token: str | None = None) -> dict:
+    return _alone("cleanup_cache", _cleanup_cache, settings, cache, snapshot, progress, token)
+
+
+def dispatch_user_similarities(settings: Settings, cache: Cache, dispatch, token: str | None = None) -> dict:
+    """The similarity job as SIMILARITY_SHARDS shard tasks: dispatch(handle) sends them and
+    their merge, which finish this run (its lease and job_runs row pass to them)."""
+    with job_run("user_similarities", settings, cache, token) as run:
+        dispatch(run.handle())
+        run.hand_over()
+        run.result.update(status="dispatched", shards=settings.similarity_shards, run_tag=run.token)
+    return run.result
+
+
+@contextmanager
+def joined_run(settings: Settings, cache: Cache, handle: dict):
+    """Work for a run another task started (a similarity shard): renew its lease and
+    heartbeat while working, leave both to the run. Yields the lease to check before writing."""
+    lease = jobs.Lease(cache.client, jobs.JOBS[handle["job"]], settings.job_lease_seconds, handle["token"]).adopt()
+    lease.start_renewing(_heartbeat(settings, handle["run_id"]))
+    try:
+        yield lease
+    finally:
+        lease.stop_renewing()
+
+
+def compute_similarity_shard(settings: Settings, cache: Cache, shard: int, shards: int, handle: dict) -> int:
+    """One shard of a sharded run, for a separate worker: store its CSV chunks until the merge. Returns rows."""
+    run_tag = handle["token"]
+    with joined_run(settings, cache, handle) as lease:
+        snap = read_snapshot(settings)
+        chunks = _similarity_chunks(snap, settings, shard, shards)
+        conn = connect_recs(settings, application_name=f"recs-similarity-shard-{shard}")
+        rows = 0
         try:
             with conn.cursor() as cur:
-                for statement in STALE_SQL:
-                    cur.execute(statement)
-                    deleted_rows += cur.rowcount
+                # A retried shard replaces its own earlier output.
+                cur.execute("DELETE FROM similarity_shard_results WHERE run_tag = %s AND shard = %s",
+                            (run_tag, shard))
+                for table, parts in chunks.items():
+                    for n, chunk in enumerate(parts):
+                        text = chunk.getvalue()
+                        rows += text.count("\n")
+                        cur.execute("INSERT INTO similarity_shard_results (run_tag, shard, target, chunk_no, csv) "
+                                    "VALUES (%s, %s, %s, %s, %s)", (run_tag, shard, table, n, text))
+            lease.check()
             conn.commit()
         finally:
             conn.close()
-        result.update(rows=deleted_keys + deleted_rows, deleted_keys=deleted_keys, deleted_rows=deleted_rows)
-    return result
+    log.info("job=user_similarities_shard shard=%s/%s run=%s rows=%s", shard, shards, run_tag, rows)
+    return rows
+
+
+def _merge_shards(run, out, settings, cache, shards):
+    run_tag = run.token
+    conn = connect_recs(settings, application_name="recs-similarity-merge")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(DISTINCT shard) FROM similarity_shard_results WHERE run_tag = %s",
+                        (run_tag,))
+            done = cur.fetchone()[0]
+            if done != shards:
+                raise RuntimeError(f"similarity run {run_tag}: {done} of {shards} shards finished")
+
+        def chunks(table):
+            # A server-side cursor streams one stored chunk at a time.
+            with conn.cursor(name=f"shard_chunks_{table}") as cur:
+                cur.itersize = 1
+                cur.execute("SELECT csv FROM similarity_shard_results WHERE run_tag = %s AND target = %s "
+                            "ORDER BY shard, chunk_no", (run_tag, table))
+                for (text,) in cur:
+                    yield io.StringIO(text)
+
+        tables = {table: (cols, chunks(table)) for table, cols in SIMILARITY_COLUMNS.items()}
+        out["rows"] = bulk.replace_tables(conn, tables, before_commit=run.check)
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM similarity_shard_results WHERE run_tag = %s", (run_tag,))
+        conn.commit()
+    finally:
+        conn.close()
+    cache.bump("similarities")
+
+
+def merge_similarity_shards(settings: Settings, cache: Cache, handle: dict, shards: int) -> dict:
+    """Swap every shard's output in at once; refuses if a shard is missing.
+
+    The merge continues the run that dispatched the shards: it takes the lease over with
+    the run's token (renewing it, never releasing it first), finishes the run's row, and,
+    for a refresh_all, runs the steps that come after the similarities.
+    """
+    with job_run(handle["job"], settings, cache, adopt=handle) as run:
+        if "step_id" not in handle:
+            _merge_shards(run, run.result, settings, cache, shards)
+        else:
+            with run.step("user_similarities", handle["step_id"]) as step:
+                _merge_shards(run, step, settings, cache, shards)
+            for name in handle["rest"]:
+                with run.step(name) as step:
+                    BODIES[name](run, step, settings, cache, None, None)
+    return run.result
+
+
+def fail_similarity_run(settings: Settings, cache: Cache, handle: dict, error: str) -> None:
+    """A shard of a sharded run failed for good, so its merge never runs.
+
+    Record the run as failed (job_runs, hence /stats and Flower's view agree), drop the
+    shard output it left and release the lease the run took when it was dispatched.
+    """
+    run_tag = handle["token"]
+    conn = connect_recs(settings, application_name="recs-similarity-failed")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM similarity_shard_results WHERE run_tag = %s", (run_tag,))
+        conn.commit()
+        if "step_id" in handle:
+            jobs.record_finish(conn, handle["step_id"], "failed", 0, error[:2000])
+        jobs.record_finish(conn, handle["run_id"], "failed", 0, f"sharded run {run_tag}: {error}"[:2000])
+    finally:
+        conn.close()
+    jobs.Lease(cache.client, jobs.JOBS[handle["job"]], settings.job_lease_seconds, run_tag).release()
+    log.error("job=%s status=failed run=%s error=%r", handle["job"], run_tag, error[:200])
+
+
+def reap_abandoned_runs(settings: Settings, cache: Cache) -> list[str]:
+    """Mark dead runs abandoned; returns their jobs (the watchdog task queues them again)."""
+    conn = connect_recs(settings, application_name="recs-reaper")
+    try:
+        return jobs.reap_abandoned(conn, cache.client, settings)
+    finally:
+        conn.close()
 
 
 STEPS = (
-    ("popular_items", refresh_popular_items),
-    ("user_profiles", update_user_profiles),
-    ("user_similarities", update_user_similarities),
-    ("cleanup_cache", cleanup_cache),
+    ("popular_items", _popular_items),
+    ("user_profiles", _user_profiles),
+    ("user_similarities", _user_similarities),
+    ("cleanup_cache", _cleanup_cache),
 )
+BODIES = dict(STEPS)
+assert tuple(BODIES) == jobs.JOBS["refresh_all"].steps
 
 
-def refresh_all(settings: Settings, cache: Cache, progress=None, on_step=None) -> dict:
-    """Every job in dependency order over one main-DB snapshot."""
-    with job_run("refresh_all", settings, cache) as result:
+def refresh_all(settings: Settings, cache: Cache, progress=None, on_step=None, token: str | None = None,
+                dispatch_similarities=None) -> dict:
+    """Every job in dependency order over one main-DB snapshot, as steps of one run.
+
+    The run holds every step's lease, so no scheduled job overlaps it, and records each
+    step as a job_runs row of its own (parent_id = this run), so /health counts a
+    successful refresh_all as fresh data for each job. dispatch_similarities(handle):
+    under Celery with SIMILARITY_SHARDS > 1, the similarity step goes to shard tasks, and
+    their merge runs the remaining steps and finishes this run.
+    """
+    with job_run("refresh_all", settings, cache, token) as run:
         started = time.perf_counter()
         snap = read_snapshot(settings)
-        result["read_s"] = round(time.perf_counter() - started, 3)
-        for name, fn in STEPS:
+        run.result["read_s"] = round(time.perf_counter() - started, 3)
+        for i, (name, body) in enumerate(STEPS):
             if on_step:
                 on_step(name)
-            step = fn(settings, cache, snapshot=snap, progress=progress)
-            result[name] = step
-            result["rows"] += step["rows"]
-    return result
+            if name == "user_similarities" and dispatch_similarities is not None:
+                step_id = jobs.record_start(run.conn, name, run.token, run.run_id)
+                try:
+                    dispatch_similarities(run.handle(step_id=step_id, rest=[n for n, _ in STEPS[i + 1:]],
+                                                     rows=run.result["rows"]))
+                except BaseException as exc:
+                    jobs.record_finish(run.conn, step_id, "failed", 0, f"{type(exc).__name__}: {exc}"[:2000])
+                    raise
+                run.hand_over()
+                run.result.update(status="dispatched", shards=settings.similarity_shards, run_tag=run.token)
+                break
+            with run.step(name) as step:
+                body(run, step, settings, cache, snap, progress)
+    return run.result
