@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from api.http import MAX_BODY_BYTES
 from api.validation import PersonalizedRequest, PopularRequest
+from shared.ids import ID_STRING
 from shared.jobs import JOBS
 
 POPULAR_EXAMPLE = {"user_params": {"gender": "f", "age": "25-34", "category": "electronics", "geo_id": 213},
@@ -199,7 +200,8 @@ def document(auth_on: bool, max_page_size: int, default_page_size: int) -> dict:
                 "200": _json({"type": "object"}, "The preview"), "400": errors["400"], "503": errors["503"],
                 **({} if auth_on else {"403": _json(_ref("Error"), "Loopback clients only when no credentials "
                                                                     "are configured")}), **auth},
-            parameters=[{"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}]),
+            parameters=[{"name": "user_id", "in": "path", "required": True,
+                         "schema": {"type": "string", "pattern": f"^{ID_STRING.pattern}$"}}]),
     }
     for job in JOBS.values():
         paths[f"/admin/{job.admin_path}"] = {"post": {
