@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from api.accesslog import ALGORITHM, CACHE_HIT
+from shared.deadline import TimedOut
 from shared.jobs import JOBS
 
 bp = Blueprint("metrics", __name__)
@@ -72,7 +73,7 @@ class CountedConnection:
     def run(self, fn):
         try:
             return self._conn.run(fn)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        except (psycopg2.OperationalError, psycopg2.InterfaceError, TimedOut):
             self._count()
             raise
 
