@@ -15,7 +15,7 @@ from bench.chaos.load import Req, by_label, hammer, send, summarize
 from bench.chaos.record import Record, ms
 from bench.chaos.stack import Api
 
-PROBES = [Req("livez", "/livez", method="GET"), Req("readyz", "/readyz", method="GET")]
+LIVEZ, READYZ = [Req("livez", "/livez", method="GET")], [Req("readyz", "/readyz", method="GET")]
 HEALTH = [Req("health", "/health", method="GET")]
 
 
@@ -91,7 +91,7 @@ def frozen_recs_db(ctx: Ctx) -> Record:
     hits, misses = ctx.hits(), ctx.misses()
     ctx.warm(api, hits)
     proxy = ctx.stack.proxies["recs"]
-    before, during, _ = _run(ctx, rec, api, [(hits, 2), (misses, 2), (HEALTH, 1), (PROBES, 1)], proxy.freeze,
+    before, during, _ = _run(ctx, rec, api, [(hits, 2), (misses, 2), (HEALTH, 1), (LIVEZ, 1), (READYZ, 1)], proxy.freeze,
                              proxy.thaw)
     _hits_unaffected(rec, before, during)
     m = [r for r in during if r["label"] == "miss"]
@@ -115,7 +115,7 @@ def frozen_redis(ctx: Ctx) -> Record:
     queued = send(api.port, Req("admin", "/admin/cleanup-cache"), 30)
     task_id = (json.loads(queued["body"]) if queued["status"] == 202 else {}).get("task_id", "0" * 32)
     admin = [Req("task_state", f"/admin/tasks/{task_id}", method="GET"), Req("admin_post", "/admin/cleanup-cache")]
-    _, during, _ = _run(ctx, rec, api, [(hits, 2), (ctx.misses(), 1), (HEALTH, 1), (admin, 1), (PROBES, 1)],
+    _, during, _ = _run(ctx, rec, api, [(hits, 2), (ctx.misses(), 1), (HEALTH, 1), (admin, 1), (LIVEZ, 1), (READYZ, 1)],
                         ctx.stack.freeze_redis, ctx.stack.thaw_redis)
     serving = [r for r in during if r["label"] in ("hit->db", "miss")]
     ok = sum(1 for r in serving if r["status"] == 200)
@@ -142,7 +142,7 @@ def hung_main_db(ctx: Ctx) -> Record:
     ctx.warm(api, hits)
     proxy = ctx.stack.proxies["main"]
     stats = [Req("stats", "/stats", method="GET")]
-    before, during, _ = _run(ctx, rec, api, [(hits, 2), (misses, 1), (HEALTH, 4), (stats, 1), (PROBES, 1)],
+    before, during, _ = _run(ctx, rec, api, [(hits, 2), (misses, 1), (HEALTH, 4), (stats, 1), (LIVEZ, 1), (READYZ, 1)],
                              proxy.freeze, proxy.thaw)
     _hits_unaffected(rec, before, during)
     m = [r for r in during if r["label"] == "miss"]

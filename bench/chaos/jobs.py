@@ -37,7 +37,7 @@ class ListWatcher(threading.Thread):
                 r, items = self._items(probe)
                 self.samples.append({"at": time.time(), "label": probe.label, "status": r["status"], "ms": r["ms"],
                                      "same": items is not None and items == self.baseline[i]})
-            self.stopping.wait(0.2)
+            self.stopping.wait(0.5)
 
     def stop(self):
         self.stopping.set()

@@ -30,7 +30,11 @@ def _cell(text: str) -> str:
 
 
 def markdown(meta: dict, records: list[dict]) -> str:
-    out = [HEADER.format(**meta), "## Summary", "", "| case | result | checks held |", "|---|---|---|"]
+    out = [HEADER.format(**meta)]
+    if meta.get("quick"):
+        out.append("**Quick mode (`--quick`): every case shrunk to seconds to test the harness; these figures say "
+                   "nothing about the service.**\n")
+    out += ["## Summary", "", "| case | result | checks held |", "|---|---|---|"]
     for r in records:
         held = sum(c["ok"] for c in r["checks"])
         out.append(f"| [{_cell(r['title'])}](#{r['name'].replace('_', '-')}) | "
