@@ -59,7 +59,7 @@ bench: venv services
 	$(PY) -m bench.run --preset $(PRESET)
 
 # The fault campaign of issue 10 on a private stack; writes RELIABILITY.md and bench/results/chaos.json.
-# SOAK=600 for the 10-minute soak (default 120 s), CASES=a,b for some cases only.
+# SOAK=600 for the 10-minute soak (default 60 s), CASES=a,b for some cases only.
 chaos: venv services
 	@bash deploy/ensure-tools.sh wrk
 	$(PY) -m bench.chaos --preset $(PRESET) $(if $(SOAK),--soak $(SOAK),) $(if $(CASES),--cases $(CASES),)

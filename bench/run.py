@@ -113,13 +113,13 @@ def children(pid: int) -> list[int]:
 
 
 class Gunicorn:
-    def __init__(self, app: str, env: dict, log: Path):
+    def __init__(self, app: str, env: dict, log: Path, inherit_env: bool = True):
         self.port = free_port()
         self.log = log
         self.handle = open(log, "w")
         self.proc = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", app],
-            cwd=ROOT, env={**os.environ, **env, "PORT": str(self.port)},
+            cwd=ROOT, env={**(os.environ if inherit_env else {}), **env, "PORT": str(self.port)},
             stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{self.port}"

@@ -18,8 +18,7 @@ def free_port() -> int:
 class RedisServer:
     """A private redis-server process that keeps nothing on disk; stop() simulates an outage."""
 
-    def __init__(self, *args: str):
-        self.args = list(args)  # extra redis-server options, e.g. "--maxmemory", "64mb"
+    def __init__(self):
         self.binary = shutil.which("redis-server")
         if not self.binary:
             raise RuntimeError("redis-server is not installed: run `make services` as root, "
@@ -33,8 +32,7 @@ class RedisServer:
 
     def start(self):
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             *self.args],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)

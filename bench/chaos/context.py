@@ -19,18 +19,18 @@ class Plan:
     idle_conns: int = 1000
     slow_conns: int = 50
     probe_s: float = 10  # a normal client's measurement while the sockets are held
-    c32_s: int = 15
+    c32_s: int = 10
     many_conns: int = 10000
     many_s: int = 60
     fault_s: float = 0  # 0: gunicorn's worker timeout + 3 s, so a stuck worker would be seen killed
     job_wait_s: float = 300
     job_lease_s: int = 10
-    soak_s: int = 120
+    soak_s: int = 60
     soak_conns: int = 16
     soak_min_rps: float = 1000
     redis_maxmemory: str = "64mb"
-    schemathesis_examples: int = 50
-    schemathesis_s: int = 240  # a budget, not a target: operations it cannot reach in time are reported
+    schemathesis_examples: int = 25
+    schemathesis_s: int = 150  # a budget, not a target: operations it cannot reach in time are reported
 
 
 FULL = Plan()

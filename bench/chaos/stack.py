@@ -8,6 +8,7 @@ machine's own Redis or any database it did not create.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -33,6 +34,16 @@ from deploy.stack import ROOT, apply_schema, ensure_database
 from shared.db import database_name, with_database
 
 BIN = Path(sys.executable).parent
+# Read by gunicorn.conf.py or set per process by the stack, so never taken from the shell.
+SERVER_VARIABLES = {"WEB_CONCURRENCY", "PORT", "LOG_LEVEL"}
+
+
+def settings_variables() -> set[str]:
+    """Every environment variable the service's settings read (one per Settings field)."""
+    from shared.settings import Settings
+
+    names = getattr(Settings, "model_fields", None) or {f.name: f for f in dataclasses.fields(Settings)}
+    return {name.upper() for name in names}
 
 
 def via_proxy(url: str, port: int) -> str:
@@ -93,21 +104,25 @@ class Api(Gunicorn):
         return {pid: rss_mb(pid) for pid in self.worker_pids()}
 
 
-class Worker:
-    """A Celery worker in its own process group, so kill9() takes the pool child down with it."""
+class Celery:
+    """A Celery process (worker or beat) in its own process group, so kill9() takes its children down too."""
 
-    def __init__(self, env: dict, log: Path):
-        self.log = log
+    def __init__(self, args: list[str], env: dict, log: Path, ready_marker: str):
+        self.log, self.ready_marker = log, ready_marker
+        self.offset = log.stat().st_size if log.exists() else 0
         self.handle = open(log, "a")
-        self.proc = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel=INFO", "--concurrency=1", "-Q", "recs",
-             "--without-heartbeat", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen([str(BIN / "celery"), "-A", "workers.app", *args], cwd=ROOT, env=env,
+                                     stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        with open(self.log, errors="replace") as f:
+            f.seek(self.offset)
+            return f.read()
 
     def wait_ready(self, timeout_s: float = 60) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if " ready." in self.log.read_text(errors="replace"):
+            if self.ready_marker in self.output():
                 return True
             if self.proc.poll() is not None:
                 return False
@@ -145,7 +160,7 @@ class Stack:
         self.redis: RedisServer | None = None
         self.proxies: dict[str, FaultProxy] = {}
         self.apis: list[Api] = []
-        self.workers: list[Worker] = []
+        self.workers: list[Celery] = []  # workers and beat
         self.refresh: dict = {}
 
     # -- setup and teardown ---------------------------------------------------------------
@@ -155,7 +170,12 @@ class Stack:
         apply_schema(self.recs_url, ROOT / "schema.sql")
         log(f"chaos: seeding {self.preset} into {database_name(self.main_url)} (skipped when already loaded)")
         seed(self.main_url, self.preset, 42, replace=False, quiet=True)
-        self.redis = RedisServer("--maxmemory", self.redis_maxmemory, "--maxmemory-policy", "volatile-lru").start()
+        self.redis = RedisServer().start()
+        # Capped like production: at maxmemory only keys with a TTL (the cache's) are evicted, never the broker's.
+        admin = redis.Redis(port=self.redis.port)
+        admin.config_set("maxmemory", self.redis_maxmemory)
+        admin.config_set("maxmemory-policy", "volatile-lru")
+        admin.close()
         for kind, url in (("main", self.main_url), ("recs", self.recs_url)):
             self.proxies[kind] = FaultProxy(*tcp_target(url)).start()
         log("chaos: full refresh")
@@ -201,7 +221,9 @@ class Stack:
         if proxied:
             main = via_proxy(main, self.proxies["main"].port)
             recs = via_proxy(recs, self.proxies["recs"].port)
-        env = {k: v for k, v in os.environ.items() if not k.endswith("_URL")}
+        # Hermetic: no setting, server knob or libpq default (PG*) of the shell reaches the stack.
+        shell = settings_variables() | SERVER_VARIABLES
+        env = {k: v for k, v in os.environ.items() if k not in shell and not k.endswith("_URL") and not k.startswith("PG")}
         env.update({
             "MAIN_DATABASE_URL": main, "RECOMMENDATIONS_DATABASE_URL": recs,
             "RECOMMENDATIONS_REDIS_URL": f"{self.redis.url}/1", "CELERY_BROKER_URL": f"{self.redis.url}/2",
@@ -212,17 +234,30 @@ class Stack:
         return env
 
     def api(self, proxied: bool = False, name: str = "api", **extra) -> Api:
-        api = Api("api.wsgi:app", self.env(proxied, **extra), self.workdir / f"{name}-{len(self.apis)}.log")
+        api = Api("api.wsgi:app", self.env(proxied, **extra), self.workdir / f"{name}-{len(self.apis)}.log",
+                  inherit_env=False)
         self.apis.append(api)
         wait_until_up(api.url)
         return api
 
-    def worker(self, **extra) -> Worker:
-        worker = Worker(self.env(**extra), self.workdir / "worker.log")
+    def worker(self, **extra) -> Celery:
+        """`make worker`'s process (one pool process here, so a job holds the whole worker)."""
+        worker = Celery(["worker", "--loglevel=INFO", "--concurrency=1", "-Q", "recs", "--without-heartbeat",
+                         "--without-gossip", "--without-mingle"], self.env(**extra), self.workdir / "worker.log",
+                        " ready.")
         self.workers.append(worker)
         if not worker.wait_ready():
-            raise RuntimeError("celery worker did not start:\n" + worker.log.read_text()[-3000:])
+            raise RuntimeError("celery worker did not start:\n" + worker.output()[-3000:])
         return worker
+
+    def beat(self) -> Celery:
+        """`make beat`'s process: the schedule, with whatever periodic housekeeping it carries."""
+        beat = Celery(["beat", "--loglevel=INFO", f"--schedule={self.workdir / 'celerybeat-schedule'}"], self.env(),
+                      self.workdir / "beat.log", "beat: Starting")
+        self.workers.append(beat)
+        if not beat.wait_ready():
+            raise RuntimeError("celery beat did not start:\n" + beat.output()[-3000:])
+        return beat
 
     # -- faults and inspection ------------------------------------------------------------
     def freeze_redis(self) -> None:
