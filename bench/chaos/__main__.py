@@ -57,7 +57,7 @@ def run_case(name: str, ctx: Ctx, limits: dict) -> Record:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=["tiny", "default", "large"], default="default")
+    parser.add_argument("--preset", choices=["tiny", "default", "large"], default="tiny")
     parser.add_argument("--cases", default=",".join(ORDER), help=f"comma-separated, from {', '.join(ORDER)}")
     parser.add_argument("--soak", type=int, help=f"soak seconds (default {FULL.soak_s}; the issue's figure is 600)")
     parser.add_argument("--quick", action="store_true", help="seconds per case: tests the harness, not the service")

@@ -29,8 +29,8 @@ class Plan:
     soak_conns: int = 16
     soak_min_rps: float = 1000
     redis_maxmemory: str = "64mb"
-    schemathesis_examples: int = 25
-    schemathesis_s: int = 150  # a budget, not a target: operations it cannot reach in time are reported
+    schemathesis_examples: int = 10
+    schemathesis_s: int = 120  # a budget, not a target: operations it cannot reach in time are reported
 
 
 FULL = Plan()
