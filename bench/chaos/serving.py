@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import resource
 import threading
 import time
@@ -75,12 +74,13 @@ def many_connections(ctx: Ctx, limits: dict) -> Record:
     c32 = wrk(api.url, mix, 32, p.c32_s, ctx.workdir)
     pids, offset = api.worker_pids(), api.log_offset()
     big = wrk(api.url, mix, p.many_conns, p.many_s, ctx.workdir, timeout_s=30)
-    rec.raw.update(c32=c32, many=big, rlimit_nofile=limits)
+    statuses = api.statuses(offset)
+    rec.raw.update(c32=c32, many=big, rlimit_nofile=limits, server_statuses=statuses)
     errors = big["non2xx"] + big["socket_errors"]
     ratio = big["rps"] / c32["rps"] if c32["rps"] else 0
     rec.check(f"errors at {p.many_conns:,} connections", f"0 (file limit {limits['soft']})",
-              f"{errors} ({big['non2xx']} non-2xx, {big['socket_errors']} socket errors) of {big['requests']:,}",
-              errors == 0 and big["requests"] > 0)
+              f"{errors} ({big['non2xx']} non-2xx, {big['socket_errors']} socket errors) of {big['requests']:,}; "
+              f"the API logged {statuses}", errors == 0 and big["requests"] > 0)
     rec.check(f"throughput at {p.many_conns:,} / at 32", ">= 0.8",
               f"{ratio:.2f} ({big['rps']:.0f} vs {c32['rps']:.0f} RPS; p99 {big['p99_ms']:.0f} ms vs "
               f"{c32['p99_ms']:.1f} ms)", ratio >= 0.8)
@@ -149,7 +149,8 @@ def soak(ctx: Ctx) -> Record:
     rss_end = api.worker_rss_mb()
     rss_samples.append(rss_end)
     events = api.worker_events(offset)
-    recycled = len(re.findall(r"Autorestarting worker", api.log_since(offset)))
+    statuses = api.statuses(offset)
+    recycled = events["recycled_by_max_requests"]
     errors = run["non2xx"] + run["socket_errors"]
     start_max = max(rss_start.values(), default=0)
     peak = max((v for s in rss_samples for v in s.values()), default=0)
@@ -158,11 +159,13 @@ def soak(ctx: Ctx) -> Record:
     cap = mem[-1]["max"] if mem else None
     used_peak = max((s["used"] for s in mem), default=None)
     rec.raw.update(warmup=warmup, run=run, rss_start=rss_start, rss_samples=rss_samples, redis=sampler.samples,
-                   gunicorn_events=events, workers_recycled_by_max_requests=recycled)
+                   gunicorn_events=events, workers_recycled_by_max_requests=recycled,
+                   server_statuses=statuses)
     rec.check("throughput", f">= {p.soak_min_rps:.0f} RPS",
               f"{run['rps']:.0f} RPS ({run['requests']:,} requests; p50 {run['p50_ms']:.1f} ms, "
               f"p99 {run['p99_ms']:.1f} ms)", run["rps"] >= p.soak_min_rps)
-    rec.check("errors", "0", f"{errors} ({run['non2xx']} non-2xx, {run['socket_errors']} socket errors)",
+    rec.check("errors", "0", f"{errors} ({run['non2xx']} non-2xx, {run['socket_errors']} socket errors); "
+              f"the API logged {statuses}",
               errors == 0 and run["requests"] > 0)
     rec.check("web worker RSS growth (peak during the soak / largest worker after warm-up)", "< 10%",
               f"{growth * 100:.1f}% ({start_max} -> peak {peak} MB)", growth < 0.10)

@@ -98,7 +98,15 @@ class Api(Gunicorn):
             "workers_killed": len(re.findall(r"was sent SIGKILL|was sent code 9|Worker \(pid:\d+\) was sent", text)),
             "workers_booted": len(re.findall(r"Booting worker", text)),
             "too_many_open_files": len(re.findall(r"Too many open files|EMFILE", text)),
+            "recycled_by_max_requests": len(re.findall(r"Autorestarting worker", text)),
         }
+
+    def statuses(self, offset: int) -> dict:
+        """Response statuses in the API's own access lines since `offset` (server side: what wrk counts as non-2xx)."""
+        counts: dict[str, int] = {}
+        for status in re.findall(r"method=\S+ path=\S+ status=(\d+)", self.log_since(offset)):
+            counts[status] = counts.get(status, 0) + 1
+        return counts
 
     def worker_rss_mb(self) -> dict:
         return {pid: rss_mb(pid) for pid in self.worker_pids()}
