@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     limits = serving.raise_file_limit()
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="recs-chaos-"))
-    stack = Stack(load_settings().main_database_url, args.preset, workdir, plan.redis_maxmemory, args.db_timeout_ms,
+    server = args.main_url or load_settings().main_database_url  # the PostgreSQL server its databases live on
+    stack = Stack(server, args.preset, workdir, plan.redis_maxmemory, args.db_timeout_ms,
                   plan.job_lease_s, args.main_url, args.recs_url)
 
     def log(text: str) -> None:

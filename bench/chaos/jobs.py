@@ -80,7 +80,9 @@ def kill_refresh(ctx: Ctx) -> Record:
             rec.error = f"refresh_all never showed as running (POST answered {posted['status']})"
             return rec
         killed_id = running[0][0]
-        kill_after = min(30.0, max(0.3, 0.35 * stack.refresh["seconds"]))
+        # About a third into the run, by the pipeline's own time in setup (a process start not included).
+        compute_s = stack.refresh["result"].get("seconds") or stack.refresh["seconds"]
+        kill_after = min(30.0, max(0.3, 0.35 * compute_s))
         time.sleep(kill_after)
         still = stack.recs_query("SELECT status FROM job_runs WHERE id = %s", (killed_id,))[0][0]
         worker.kill9()
