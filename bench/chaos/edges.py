@@ -13,7 +13,6 @@ from pathlib import Path
 from bench.chaos.context import Ctx
 from bench.chaos.load import Req, send
 from bench.chaos.record import Record
-from deploy.stack import ROOT
 
 USER, PASSWORD = "chaos", "chaos-" + uuid.uuid4().hex[:8]
 
