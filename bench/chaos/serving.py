@@ -81,13 +81,16 @@ def many_connections(ctx: Ctx, limits: dict) -> Record:
     statuses = api.statuses(offset)
     rec.raw.update(c32=c32, many=big, rlimit_nofile=limits, server_statuses=statuses)
     errors = big["non2xx"] + big["socket_errors"]
-    ratio = big["rps"] / c32["rps"] if c32["rps"] else 0
+    # Throughput counts answers that served the request: a cheap 503 must not pass for capacity.
+    good = big["rps"] * (1 - big["non2xx"] / big["requests"]) if big["requests"] else 0
+    good32 = c32["rps"] * (1 - c32["non2xx"] / c32["requests"]) if c32["requests"] else 0
+    ratio = good / good32 if good32 else 0
     rec.check(f"errors at {p.many_conns:,} connections", f"0 (file limit {limits['soft']})",
               f"{errors} ({big['non2xx']} non-2xx, {big['socket_errors']} socket errors) of {big['requests']:,}; "
               f"the API logged {statuses}", errors == 0 and big["requests"] > 0)
-    rec.check(f"throughput at {p.many_conns:,} / at 32", ">= 0.8",
-              f"{ratio:.2f} ({big['rps']:.0f} vs {c32['rps']:.0f} RPS; p99 {big['p99_ms']:.0f} ms vs "
-              f"{c32['p99_ms']:.1f} ms)", ratio >= 0.8)
+    rec.check(f"throughput (2xx per second) at {p.many_conns:,} / at 32", ">= 0.8",
+              f"{ratio:.2f} ({good:.0f} vs {good32:.0f} 2xx/s; all answers {big['rps']:.0f} vs {c32['rps']:.0f}/s; "
+              f"p99 {big['p99_ms']:.0f} ms vs {c32['p99_ms']:.1f} ms)", ratio >= 0.8)
     rec.check("c=32 reference run clean", "0 errors", f"{c32['non2xx'] + c32['socket_errors']} of {c32['requests']:,}",
               c32["non2xx"] + c32["socket_errors"] == 0)
     worker_checks(rec, api, pids, offset)
