@@ -16,6 +16,8 @@ held; a failure is never hidden. Raw results: `{json_path}`.
 Options: `make chaos [PRESET=default] [SOAK=600] [CASES=a,b]`. The default soak is
 {soak_default} s and the default preset `tiny`, so the campaign fits in 10 minutes;
 `SOAK=600` is the issue's 10-minute soak (the campaign then takes about 19 minutes).
+A job that does not heal makes the kill case wait its full 5 minutes, and a campaign
+that fails there takes that much longer.
 
 **Run:** {when}, {cpus} cores ({machine}), {seconds:.0f} s in all. DB_TIMEOUT_MS={db_timeout},
 so the deadline while a dependency is frozen is {bound:.0f} ms; RLIMIT_NOFILE soft limit
