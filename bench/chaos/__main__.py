@@ -101,6 +101,7 @@ def main(argv=None) -> int:
                 (f"\n   error: {rec.error}" if rec.error else ""))
     finally:
         stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     meta = {
         "preset": args.preset, "maxmemory": plan.redis_maxmemory, "soak_default": FULL.soak_s,
         "json_path": "bench/results/chaos.json" if args.json == ROOT / "bench/results/chaos.json" else args.json.name,
@@ -113,7 +114,6 @@ def main(argv=None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "cases": records}, indent=2, default=str))
     args.markdown.write_text(markdown(meta, records))
-    shutil.rmtree(workdir, ignore_errors=True)
     passed = sum(r["passed"] for r in records)
     log(f"chaos: {passed} of {len(records)} cases passed; wrote {args.markdown} and {args.json}")
     return 0 if records and passed == len(records) else 1
