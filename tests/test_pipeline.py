@@ -216,6 +216,9 @@ def test_sharded_similarities_merge_to_the_same_tables(hand_env):
     assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole  # untouched
     assert query(url, "SELECT status FROM job_runs WHERE id = %s", (run["run_id"],)) == [("failed",)]
     assert not jobs.is_running(cache.client, job)  # a failed merge ends the run
+    with pytest.raises(jobs.LeaseLost):  # and a late task of that run does nothing
+        pipeline.compute_similarity_shard(three, cache, 1, 3, run)
+    assert not jobs.is_running(cache.client, job)
 
     dispatched = pipeline.dispatch_user_similarities(three, cache, handles.append, token="t3")
     run = handles[-1]
