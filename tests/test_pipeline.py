@@ -424,3 +424,16 @@ def test_job_health_reports_stuck_and_late_jobs(hand_env):
     assert not health["freshness"]["cleanup_cache"]["late"]
     stuck = {s["task_id"]: s["reason"] for s in health["stuck"]}
     assert stuck["dead"].startswith("no heartbeat for 24") and "past its 3600s time limit" in stuck["slow"]
+
+
+def test_visibility_timeout_outlasts_every_time_limit_and_beat_sends_the_watchdog():
+    import celeryconfig
+    from workers.app import app
+
+    limits = {name: task.time_limit for name, task in app.tasks.items() if name.startswith("recs.")}
+    assert limits["recs.refresh_all"] == jobs.JOBS["refresh_all"].time_limit_s
+    # A message redelivered while its task still runs would start a second copy of the job.
+    assert all(limit < celeryconfig.broker_transport_options["visibility_timeout"]
+               for limit in limits.values() if limit), limits
+    assert celeryconfig.beat_schedule[jobs.REAPER_TASK]["schedule"].total_seconds() == 60
+    assert app.tasks[jobs.REAPER_TASK].time_limit < 60  # one tick never overlaps the next
