@@ -7,7 +7,7 @@ PRESET ?= default
 SEED ?= 42
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv services db seed refresh serve run worker beat flower test bench eval clean
+.PHONY: venv services db seed refresh serve run worker live-worker beat flower test bench eval screenshot clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -36,6 +36,9 @@ serve: venv
 worker: venv
 	$(VENV)/bin/celery -A workers.app worker --loglevel=INFO --concurrency=2 -Q recs
 
+live-worker: venv
+	$(VENV)/bin/celery -A workers.app worker --loglevel=INFO --concurrency=1 -Q recs_live -n live@%h
+
 beat: venv
 	$(VENV)/bin/celery -A workers.app beat --loglevel=INFO --schedule=/tmp/recs-celerybeat-schedule
 
@@ -51,7 +54,7 @@ run: db
 	$(VENV)/bin/honcho start -f Procfile -p $${PORT:-8001}
 
 test: venv services
-	@bash deploy/ensure-tools.sh ruby wrk
+	@bash deploy/ensure-tools.sh ruby wrk chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv services
@@ -63,6 +66,13 @@ bench: venv services
 eval: venv
 	$(PY) -m workers.evaluate $(if $(DATASET),--dataset $(DATASET),) $(if $(PEER),--peer $(PEER),) \
 		--out eval-out/$(or $(DATASET),main-db)$(if $(PEER),-$(PEER),)
+
+# docs/dashboard.png from a running service (e.g. `make run PRESET=tiny` in another shell):
+# make screenshot [URL=http://localhost:8001] [USER_ID=2]
+screenshot: venv
+	@bash deploy/ensure-tools.sh chromium
+	$(PY) -m deploy.browser screenshot $(or $(URL),http://localhost:$${PORT:-8001}) docs/dashboard.png \
+		$(if $(USER_ID),--user $(USER_ID),)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS items (
     target_age     text,               -- age group | NULL
     created_at     timestamptz
 );
+-- Shown by the dashboard's user preview only; the serving queries never read it.
+ALTER TABLE items ADD COLUMN IF NOT EXISTS title text;
 
 -- Popularity per segment, top POPULAR_TOP_N per segment. Swapped, together with items.
 -- The item's own attributes are copied in (from the same snapshot) so a request reads
@@ -118,3 +120,27 @@ ALTER TABLE job_runs ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz NOT NULL 
 ALTER TABLE job_runs ADD COLUMN IF NOT EXISTS task_id text;
 ALTER TABLE job_runs ADD COLUMN IF NOT EXISTS parent_id bigint;
 CREATE INDEX IF NOT EXISTS job_runs_running ON job_runs (started_at) WHERE status = 'running';
+
+-- Live sync (recs.sync_recent_activity): one row per main-DB source ('likes', 'clicks',
+-- 'presents'). max_id is the highest id read; gaps holds the ids below it not seen yet
+-- ({id: epoch first missed}), re-read every sync until they appear or age out, so a
+-- transaction that commits after a higher id was read is never skipped. For presents,
+-- changed_at is the newest updated_at read (re-read with an overlap window).
+CREATE TABLE IF NOT EXISTS live_sync_state (
+    source           text PRIMARY KEY,
+    max_id           bigint NOT NULL DEFAULT 0,
+    gaps             jsonb NOT NULL DEFAULT '{}'::jsonb,
+    changed_at       timestamptz,
+    newest_event_at  timestamptz,  -- created_at of the newest applied like/click
+    ref_ts           double precision,  -- decay reference: newest public interaction seen (epoch s)
+    caught_up        boolean NOT NULL DEFAULT true,
+    synced_at        timestamptz   -- end of the last successful sync
+);
+
+-- Users the live sync (or POST /events) changed, and when: after a full job swaps its
+-- table in from an older snapshot, the sync re-applies the users touched since.
+CREATE TABLE IF NOT EXISTS live_touched_users (
+    user_id     bigint PRIMARY KEY,
+    touched_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS live_touched_users_at ON live_touched_users (touched_at);

@@ -5,16 +5,17 @@ api.fastpath (the same endpoints without Flask's request machinery) both call th
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 from flask import Blueprint, request
 
 from api.accesslog import ALGORITHM, CACHE_HIT
 from api.http import json_body, json_response, services
 from api.services import Services
-from api.serve import serve
+from api.serve import KeySlot, UserSlot, serve
 from api.validation import PersonalizedRequest, PopularRequest, parse, personalized_filters, popular_filters
-from shared.cache import (PERSONALIZED, POPULAR as POPULAR_KIND, CacheUnavailable, personalized_suffix,
-                          popular_suffix, profile_key)
+from shared.cache import POPULAR as POPULAR_KIND, popular_suffix
 from shared.serving import POPULAR, Profile, personalized_list, popular_list
 
 bp = Blueprint("recommendations", __name__)
@@ -36,10 +37,11 @@ def popular_result(s: Services, body) -> dict:
     req, f, page, limit = parse(PopularRequest, body, cfg.max_page_size, cfg.default_page_size)
     segment, filters = popular_filters(req, f)
 
-    def compute(_gens, _writes):
-        return popular_list(s.source, segment, filters, cfg.recommendation_list_size), POPULAR
+    def compute(_slot, exclude):
+        return popular_list(s.source, segment, filters, cfg.recommendation_list_size, exclude), POPULAR
 
-    return serve(s, POPULAR_KIND, popular_suffix(segment, filters.key()), compute, cfg.cache_ttl_popular, page, limit)
+    suffix = popular_suffix(segment, filters.key())
+    return serve(s, lambda cache: KeySlot(cache, POPULAR_KIND, suffix), compute, cfg.cache_ttl_popular, page, limit)
 
 
 @bp.post("/popular")
@@ -47,24 +49,17 @@ def popular():
     return _finish(popular_result(services(), json_body()))
 
 
-def _profile(s, gens, user_id: int, writes: list) -> Profile | None:
-    """The user's profile, cached for CACHE_TTL_USER_PROFILE under the profiles generation.
+def _profile(s, slot, user_id: int) -> Profile | None:
+    """The user's profile: cached in the user's hash under the profiles generation, else read.
 
-    A profile read from the DB joins `writes`, cached together with the list it served.
+    A profile read from the DB is set as slot.profile_out, cached together with the list it served.
     """
-    key = profile_key(gens, user_id) if gens else None
-    if key:
-        try:
-            raw = s.cache.get(key)
-            if raw is not None:
-                data = orjson.loads(raw)
-                return None if data is None else Profile(**{**data, "liked": frozenset(data["liked"])})
-        except CacheUnavailable:
-            key = None
+    if slot.profile is not None:
+        data = orjson.loads(slot.profile)
+        return None if data is None else Profile(**{**data, "liked": frozenset(data["liked"])})
     profile = s.source.profile(user_id)
-    if key:
-        data = None if profile is None else {**profile.__dict__, "liked": sorted(profile.liked)}
-        writes.append((key, orjson.dumps(data), s.settings.cache_ttl_user_profile))
+    data = None if profile is None else {**profile.__dict__, "liked": sorted(profile.liked)}
+    slot.profile_out = orjson.dumps(data)
     return profile
 
 
@@ -74,12 +69,14 @@ def personalized_result(s: Services, body) -> dict:
     filters = personalized_filters(req, f)
     geo = req.geo_id or 0
 
-    def compute(gens, writes):
-        profile = _profile(s, gens, req.user_id, writes)
+    def compute(slot, exclude):
+        profile = _profile(s, slot, req.user_id) or _unknown_user(req.user_id)
+        if slot.liked or slot.unliked:  # live feedback since the profile was computed (POST /events)
+            profile = replace(profile, liked=(profile.liked | slot.liked) - slot.unliked)
         return personalized_list(s.source, req.user_id, req.geo_id, filters, cfg.recommendation_list_size,
-                                 profile=profile if profile is not None else _unknown_user(req.user_id))
+                                 profile=profile, exclude=exclude)
 
-    return serve(s, PERSONALIZED, personalized_suffix(req.user_id, geo, filters.key()), compute,
+    return serve(s, lambda cache: UserSlot(cache, req.user_id, geo, filters.key()), compute,
                  cfg.cache_ttl_personalized, page, limit)
 
 

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from api.health import Snapshot
+from api.metrics import CountedConnection, dependency_error
 from shared.cache import Cache, make_client
 from shared.db import API_CONNECT_TIMEOUT_S, LazyConnection, connect_main, connect_recs
 from shared.settings import Settings
 from shared.store import SqlSource, prepare
 
 REDIS_TIMEOUT_S = 0.25
+# /health and /readyz re-check dependencies at most this often per process.
+HEALTH_TTL_S = 1.5
 
 
 class Services:
@@ -18,12 +22,14 @@ class Services:
     @cached_property
     def cache(self) -> Cache:
         return Cache(make_client(self.settings.recommendations_redis_url, timeout_s=REDIS_TIMEOUT_S),
-                     generation_check_s=self.settings.generation_check_ms / 1000)
+                     generation_check_s=self.settings.generation_check_ms / 1000,
+                     on_error=dependency_error("redis"))
 
     @cached_property
-    def recs_db(self) -> LazyConnection:
-        return LazyConnection(lambda: prepare(connect_recs(
-            self.settings, statement_timeout_ms=self.settings.db_timeout_ms, application_name="recs-api")))
+    def recs_db(self) -> CountedConnection:
+        return CountedConnection(LazyConnection(lambda: prepare(connect_recs(
+            self.settings, statement_timeout_ms=self.settings.db_timeout_ms, application_name="recs-api"))),
+            "recommendations_db")
 
     @cached_property
     def source(self) -> SqlSource:
@@ -32,6 +38,12 @@ class Services:
     def connect_main(self):
         return connect_main(self.settings, statement_timeout_ms=self.settings.db_timeout_ms,
                             connect_timeout_s=API_CONNECT_TIMEOUT_S)
+
+    @cached_property
+    def health(self) -> Snapshot:
+        from api.ops import check_timeout_s, diagnose  # the checks live with the /health view
+
+        return Snapshot(lambda: diagnose(self), ttl_s=HEALTH_TTL_S, wait_s=check_timeout_s(self.settings) + 0.2)
 
     @cached_property
     def celery(self):

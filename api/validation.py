@@ -4,18 +4,41 @@ Extra fields (Rails may send more) are ignored. Bools are never accepted as numb
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, \
+    WithJsonSchema, field_validator
 
 from shared.demographics import AGE_GROUPS, GENDER_ALIASES, age_group_for_age
-from shared.ids import parse_id
+from shared.ids import ID_JSON_SCHEMA, parse_id
 from shared.serving import Filters
 
-Number = Union[StrictInt, StrictFloat]
-Category = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\- &]+$")]
-GeoId = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
+
+def _integral(v):
+    # JSON has one number type: 5.0 is the integer 5 (JSON Schema agrees). Bools stay refused.
+    return int(v) if type(v) is float and v.is_integer() else v
+
+
+# An integer: a JSON integer, or a number with no fractional part.
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
+def Int(lo: int, hi: int):
+    """An integer field in [lo, hi]. The bounds sit next to StrictInt so the JSON Schema says minimum/maximum."""
+    return Annotated[StrictInt, Field(ge=lo, le=hi), BeforeValidator(_integral)]
+
+
 MAX_PAGE = 100_000
+# Beyond any real price, and small enough that every JSON number below it is a finite float.
+MAX_PRICE = 10**12
+Price = Annotated[StrictFloat, Field(ge=0, le=MAX_PRICE)]  # StrictFloat: ints yes, bools and strings no
+Category = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\- &]+$")]
+GeoId = Int(1, 2**31 - 1)
+Gender = Literal[tuple(GENDER_ALIASES)]
+# The validators below are the rule; these schemas say the same for /openapi.json (schemathesis checks they agree).
+Age = Annotated[Union[JsonInt, str], WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 130}, {"type": "string", "enum": list(AGE_GROUPS)}]})]
+UserId = Annotated[Union[JsonInt, str], WithJsonSchema(ID_JSON_SCHEMA)]
 
 
 class RequestError(Exception):
@@ -32,20 +55,15 @@ class _Model(BaseModel):
 
 
 class UserParams(_Model):
-    gender: Optional[str] = None
-    age: Optional[Union[StrictInt, str]] = None
+    gender: Optional[Gender] = None
+    age: Optional[Age] = None
     category: Optional[Category] = None
     geo_id: Optional[GeoId] = None
 
     @field_validator("gender")
     @classmethod
     def _gender(cls, v):
-        if v is None:
-            return None
-        g = GENDER_ALIASES.get(v.strip().lower())
-        if g is None:
-            raise ValueError(f"must be one of {sorted(GENDER_ALIASES)}")
-        return g
+        return None if v is None else GENDER_ALIASES[v]
 
     @field_validator("age")
     @classmethod
@@ -62,15 +80,15 @@ class UserParams(_Model):
 
 
 class FiltersIn(_Model):
-    price_from: Optional[Annotated[Number, Field(ge=0)]] = None
-    price_to: Optional[Annotated[Number, Field(ge=0)]] = None
+    price_from: Optional[Price] = None
+    price_to: Optional[Price] = None
     category: Optional[Category] = None
     geo_id: Optional[GeoId] = None
 
 
 class PaginationIn(_Model):
-    page: Annotated[StrictInt, Field(ge=1, le=MAX_PAGE)] = 1
-    limit: Optional[Annotated[StrictInt, Field(ge=1)]] = None
+    page: Int(1, MAX_PAGE) = 1
+    limit: Optional[Int(1, 2**31 - 1)] = None  # at most MAX_PAGE_SIZE: checked in parse()
 
 
 class PopularRequest(_Model):
@@ -80,7 +98,7 @@ class PopularRequest(_Model):
 
 
 class PersonalizedRequest(_Model):
-    user_id: Union[StrictInt, str]
+    user_id: UserId
     geo_id: Optional[GeoId] = None
     filters: Optional[FiltersIn] = None
     pagination: Optional[PaginationIn] = None

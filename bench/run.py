@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psycopg2
 
+from bench import live as bench_live
 from deploy.localproc import RedisServer, free_port
 from deploy.seed import seed
 from deploy.stack import ROOT, apply_schema, ensure_database
@@ -35,6 +36,9 @@ BIN = Path(sys.executable).parent
 CONCURRENCY = (1, 8, 32)
 REPEATS = 3
 RATIO_SCENARIOS = ("baseline", "hit_popular", "hit_personalized")
+# The API runs with metrics on (the default) throughout; this one runs the popular hit
+# mix, interleaved with the others at c=8 only, against a second API with METRICS_ENABLED=0.
+METRICS_OFF = "hit_popular_metrics_off"
 MISS_SCENARIOS = ("miss_popular", "miss_content_based", "miss_collaborative")
 
 
@@ -311,7 +315,13 @@ def markdown(result: dict) -> str:
     lines += [f"API worker RSS (MB): after warm-up {result['api_worker_rss_mb']['after_warmup']}, "
               f"after load {result['api_worker_rss_mb']['after_load']}.",
               f"Cache-hit throughput vs baseline at c=8: popular {result['ratios']['hit_popular_vs_baseline']}, "
-              f"personalized {result['ratios']['hit_personalized_vs_baseline']}.", ""]
+              f"personalized {result['ratios']['hit_personalized_vs_baseline']}."]
+    if "live" in result:
+        lines += bench_live.markdown(result["live"])
+    if "hit_popular_metrics_on_vs_off" in result["ratios"]:
+        lines.append(f"Popular cache hits with metrics on / off (METRICS_ENABLED=0) at c=8: "
+                     f"{result['ratios']['hit_popular_metrics_on_vs_off']}.")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -320,7 +330,7 @@ BENCHMARKS_HEADER = """# Benchmarks
 Produced by `make bench PRESET=tiny|default|large` (`python -m bench.run`), which loads
 the preset into its own databases if needed, runs the full refresh in a child process
 (wall time per job, peak RSS), then starts the API under the production gunicorn
-config (`deploy/gunicorn.conf.py`, 2 sync workers) and loads it with wrk: a bare
+config (`deploy/gunicorn.conf.py`, 2 gevent workers) and loads it with wrk: a bare
 Flask app doing one Redis GET under the same config (the ceiling a cache hit can
 reach), cache hits on both endpoints, and cache misses per algorithm (every request
 carries a never-repeating `price_from`, so it misses). Request mixes cover many
@@ -333,6 +343,14 @@ Baseline and cache-hit runs are interleaved three times per concurrency and each
 reported block is the run with the median RPS (`rps_runs` lists all three); cache-miss
 runs are single. "server p50/p99" is the service's own time per request, from its
 access log.
+
+The `live` block (`bench/live.py`) then starts a real Celery worker and beat for the
+live sync (every `LIVE_SYNC_SECONDS`, default 10): cache-hit RPS and cache-miss p99
+without and with the sync running (likes trickling into the main DB), the freshness
+lag from a committed like to its exclusion from `/personalized` over 200 likes at a
+steady rate while wrk loads the API, `POST /events` to effect, and the sync's
+throughput on a burst of new interactions (100k; 5k on `tiny`). It deletes what it
+added to the main DB.
 
 Raw results: `bench/results/<preset>.json` (latency blocks at concurrency 8, the full
 grid under `grid`), `.md` and `.png` (latency distributions).
@@ -390,6 +408,9 @@ def targets(results: dict) -> str:
         for name, block in large["cache_miss"].items():
             rows.append((f"cache-miss p99, {name}, c=8", "≤ 15 ms", f"{block['p99_ms']:.1f} ms "
                          f"(server {block.get('server_p99_ms', '?')} ms)", block["p99_ms"] <= 15))
+        if "hit_popular_metrics_on_vs_off" in large["ratios"]:
+            ratio = large["ratios"]["hit_popular_metrics_on_vs_off"]
+            rows.append(("cache-hit RPS, metrics on / off, popular, c=8", "≥ 0.9", f"{ratio:.2f}", ratio >= 0.9))
         rss = large["api_worker_rss_mb"]["max"]
         rows.append(("web worker RSS", "≤ 50 MB", f"{rss} MB", rss <= 50))
         r = large["refresh"]
@@ -399,6 +420,8 @@ def targets(results: dict) -> str:
     if default and not default["refresh"].get("skipped"):
         rows.append(("refresh, default", "≤ 60 s", f"{default['refresh']['total_s']} s",
                      default["refresh"]["total_s"] <= 60))
+    for preset, res in results.items():
+        rows += bench_live.targets(preset, res.get("live"))
     errors = sum(r["errors"] for r in results.values())
     rows.append(("non-2xx responses, every run", "0", str(errors), errors == 0))
     lines = ["## Targets", "", "| figure | target | measured | met |", "|---|---|---|---|"]
@@ -431,6 +454,14 @@ def main(argv=None) -> int:
     parser.add_argument("--main-url", help="main DB to seed and read (default: recs_bench_<preset>_main)")
     parser.add_argument("--recs-url", help="recommendations DB (default: recs_bench_<preset>_recs)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write <preset>.json/.md/.png")
+    parser.add_argument("--no-live", action="store_true", help="skip the live block (sync, POST /events)")
+    parser.add_argument("--live-likes", type=int, default=200, help="likes timed for the freshness lag")
+    parser.add_argument("--live-rate", type=float, default=4.0, help="likes per second for the freshness lag")
+    parser.add_argument("--live-events", type=int, default=200, help="POST /events timed to effect")
+    parser.add_argument("--live-burst", type=int, default=None,
+                        help="interactions in the sync throughput burst (default 100000; tiny 5000)")
+    parser.add_argument("--live-sync-seconds", type=int, default=None,
+                        help="LIVE_SYNC_SECONDS for the live block (default: the setting, 10)")
     parser.add_argument("--no-refresh", action="store_true",
                         help="serve what the bench DB already holds (for quick iterations; refresh figures omitted)")
     args = parser.parse_args(argv)
@@ -453,7 +484,7 @@ def main(argv=None) -> int:
            "RECOMMENDATIONS_REDIS_URL": f"{redis_server.url}/1", "CELERY_BROKER_URL": f"{redis_server.url}/2",
            "CELERY_RESULT_BACKEND": f"{redis_server.url}/3", "LOG_LEVEL": "warning"}
     tmp = Path(tempfile.mkdtemp(prefix="recs-bench-"))
-    api = baseline = None
+    api = baseline = api_off = None
     try:
         print("bench: full refresh", flush=True)
         refresh_result = {"skipped": True} if args.no_refresh else refresh(env)
@@ -462,6 +493,7 @@ def main(argv=None) -> int:
         mixes = request_mixes(users)
         api = Gunicorn("api.wsgi:app", env, tmp / "api.log")
         baseline = Gunicorn("bench.baseline_app:app", env, tmp / "baseline.log")
+        api_off = Gunicorn("api.wsgi:app", {**env, "METRICS_ENABLED": "0"}, tmp / "api-metrics-off.log")
         # The baseline returns a payload of the same size a cache hit returns.
         import redis
 
@@ -474,6 +506,7 @@ def main(argv=None) -> int:
         scripts = {name: lua_script(tmp / f"{name}.lua", reqs, unique=name.startswith("miss"))
                    for name, reqs in mixes.items()}
         scripts["baseline"] = lua_script(tmp / "baseline.lua", mixes["hit_popular"], unique=False)
+        scripts[METRICS_OFF] = scripts["hit_popular"]
         grid: dict = {}
         # Baseline and cache hits are compared as ratios, so they run interleaved, REPEATS
         # times, and each block is the run with the median RPS: a noisy neighbour on a
@@ -481,11 +514,12 @@ def main(argv=None) -> int:
         runs: dict = {}
         for conc in CONCURRENCY:
             for rep in range(args.repeats):
-                for name in RATIO_SCENARIOS + (MISS_SCENARIOS if rep == 0 else ()):
-                    target = baseline if name == "baseline" else api
+                for name in (RATIO_SCENARIOS + ((METRICS_OFF,) if conc == 8 else ())
+                             + (MISS_SCENARIOS if rep == 0 else ())):
+                    target = {"baseline": baseline, METRICS_OFF: api_off}.get(name, api)
                     offset = target.log.stat().st_size
                     block = run_wrk(target.url, scripts[name], conc, seconds)
-                    if target is api:
+                    if target is not baseline:
                         block.update(server_times(target.log, offset))
                     runs.setdefault(name, {}).setdefault(str(conc), []).append(block)
                     print(f"bench: {name} c={conc} rps={block['rps']} p50={block['p50_ms']} p99={block['p99_ms']} "
@@ -494,8 +528,16 @@ def main(argv=None) -> int:
         errors = sum(b["non2xx"] + b["socket_errors"] for by_conc in runs.values() for blocks in by_conc.values()
                      for b in blocks)
         rss_load = api.worker_rss()
+        live_block = None
+        if not args.no_live:
+            print("bench: live block (sync worker and beat, likes, POST /events, burst)", flush=True)
+            live_block = bench_live.run(
+                env, api.url, tmp, run_wrk, scripts, users, seconds, likes=args.live_likes, rate=args.live_rate,
+                events=args.live_events, burst=args.live_burst or (5000 if args.preset == "tiny" else 100_000),
+                sync_seconds=args.live_sync_seconds)
+            print(f"bench: live {json.dumps(live_block, default=str)}", flush=True)
     finally:
-        for proc in (api, baseline):
+        for proc in (api, baseline, api_off):
             if proc:
                 proc.stop()
         redis_server.stop()
@@ -518,9 +560,12 @@ def main(argv=None) -> int:
         "ratios": {
             "hit_popular_vs_baseline": round(at8["hit_popular"]["rps"] / at8["baseline"]["rps"], 3),
             "hit_personalized_vs_baseline": round(at8["hit_personalized"]["rps"] / at8["baseline"]["rps"], 3),
+            "hit_popular_metrics_on_vs_off": round(at8["hit_popular"]["rps"] / at8[METRICS_OFF]["rps"], 3),
         },
         "grid": grid,
     }
+    if live_block is not None:
+        result["live"] = live_block
     out = args.results
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.preset}.json").write_text(json.dumps(result, indent=2, default=str))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -16,9 +17,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A private redis-server process that keeps nothing on disk; stop() simulates an outage."""
+    """A private redis-server process that keeps nothing on disk; stop() simulates an outage.
 
-    def __init__(self):
+    Capped like production (README, "Redis memory"): at `maxmemory` Redis evicts the
+    least recently used keys among those with a TTL (every cache key has one); broker
+    queues have none, so they are never evicted.
+    """
+
+    def __init__(self, maxmemory: str = "256mb"):
+        self.maxmemory = maxmemory
         self.binary = shutil.which("redis-server")
         if not self.binary:
             raise RuntimeError("redis-server is not installed: run `make services` as root, "
@@ -32,7 +39,8 @@ class RedisServer:
 
     def start(self):
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--maxmemory", self.maxmemory, "--maxmemory-policy", "volatile-lru"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)
@@ -44,8 +52,16 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
+    def pause(self):
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self):
         if self.proc:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen server cannot act on SIGTERM
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None

@@ -37,3 +37,9 @@ CREATE TABLE IF NOT EXISTS handpicked_present_clicks (
 
 CREATE INDEX IF NOT EXISTS index_handpicked_likes_on_user_id ON handpicked_likes (user_id);
 CREATE INDEX IF NOT EXISTS index_handpicked_present_clicks_on_user_id ON handpicked_present_clicks (user_id);
+-- Rails' t.references indexes the present side too; the live sync reads by item
+-- (who else interacted with it) and presents by updated_at.
+CREATE INDEX IF NOT EXISTS index_handpicked_likes_on_handpicked_present_id ON handpicked_likes (handpicked_present_id);
+CREATE INDEX IF NOT EXISTS index_handpicked_present_clicks_on_handpicked_present_id
+    ON handpicked_present_clicks (handpicked_present_id);
+CREATE INDEX IF NOT EXISTS index_handpicked_presents_on_updated_at ON handpicked_presents (updated_at);

@@ -8,7 +8,19 @@ SCAN (never KEYS). Every key written here has a TTL.
 A cache hit is one Redis GET. Each process re-reads the generations at most every
 `generation_check_s` (GENERATION_CHECK_MS, default 1 s), so a refresh reaches every
 web worker within that time, and it flushes its hit/miss counters in the same round
-trip. Counting per request in Redis would cost a second round trip per hit.
+trip. Counting per request in Redis would cost a second round trip per hit. The
+same flush writes the per-minute series the dashboard draws (`recs:ts:<minute>`:
+requests, misses, and request latency as a count, a sum and coarse buckets), which
+live TS_TTL_S.
+
+Live state (see shared/live.py): each user's cached /personalized lists and profile
+live in one hash per user (`user:<id>`, field = generations + geo + filters), so
+invalidating a user is one DEL and never a key scan; a user's live feedback from
+POST /events is a second small hash (`fb:<id>`, item -> l|u) read in the same round
+trip as the list. Items found unavailable since the last popular refresh are a hash
+(`live:unavailable`) with a version (`gen:live`) read with the generations: each
+process reloads the set only when the version changes and filters it out of every
+list, cache hits included.
 
 Redis being down is not an error for the request path: calls raise CacheUnavailable
 quickly (short socket timeouts, and a one-second breaker after a failure) and the
@@ -17,8 +29,10 @@ caller serves from the recommendations DB instead.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 import time
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import redis
 
@@ -27,6 +41,16 @@ GEN_KINDS = ("popular", "profiles", "similarities")
 GEN_TTL_S = 30 * 86400
 STATS_TTL_S = 8 * 86400
 LIST_PATTERNS = (PREFIX + "pop:*", PREFIX + "pers:*", PREFIX + "prof:*")
+LIVE_GEN_KEY = PREFIX + "gen:live"
+UNAVAILABLE_KEY = PREFIX + "live:unavailable"
+UNAVAILABLE_TTL_S = 7 * 86400  # the popular refresh trims it long before
+LIKED, UNLIKED = b"l", b"u"
+TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
+TOUCHED_TTL_S = 86400
+TS_TTL_S = 2 * 3600
+# Upper bounds (ms) of the latency buckets in the minute series; field "b<i>" counts
+# requests in bucket i, the last one being everything slower.
+LATENCY_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class CacheUnavailable(Exception):
@@ -35,6 +59,10 @@ class CacheUnavailable(Exception):
 
 def make_client(url: str, timeout_s: float = 0.5) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+
+
+def minute_key(minute: int) -> str:
+    return f"{PREFIX}ts:{minute}"
 
 
 def _stats_key(now: float | None = None) -> str:
@@ -58,6 +86,42 @@ def profile_key(gens: dict, user_id: int) -> str:
     return f"{PREFIX}prof:{gens['profiles']}:{user_id}"
 
 
+def user_key(user_id: int) -> str:
+    """The hash holding every cached /personalized list and the profile of one user."""
+    return f"{PREFIX}user:{user_id}"
+
+
+def feedback_key(user_id: int) -> str:
+    """The hash of a user's live feedback (POST /events): item id -> LIKED | UNLIKED."""
+    return f"{PREFIX}fb:{user_id}"
+
+
+def user_list_field(gens: dict, geo_id: int, filters_key: str) -> str:
+    return f"l:{gens['popular']}.{gens['profiles']}.{gens['similarities']}:{geo_id}:{filters_key}"
+
+
+def user_profile_field(gens: dict) -> str:
+    return f"p:{gens['profiles']}"
+
+
+class UserSlot(NamedTuple):
+    """What one round trip tells about a user's /personalized request."""
+
+    key: str
+    list_field: str
+    profile_field: str
+    value: bytes | None  # the cached list
+    profile: bytes | None  # the cached profile
+    feedback: dict  # {item_id: LIKED | UNLIKED}
+    gens: dict
+
+
+def live_exclusions(feedback: dict) -> tuple[frozenset, frozenset]:
+    """(liked, unliked) item ids from a user's live feedback hash."""
+    liked = frozenset(int(k) for k, v in feedback.items() if v == LIKED)
+    return liked, frozenset(int(k) for k, v in feedback.items() if v == UNLIKED)
+
+
 def list_key(kind: str, suffix: str, gens: dict) -> str:
     if kind == POPULAR:
         return f"{PREFIX}pop:{gens['popular']}:{suffix}"
@@ -65,8 +129,10 @@ def list_key(kind: str, suffix: str, gens: dict) -> str:
 
 
 class Cache:
-    def __init__(self, client: redis.Redis, breaker_s: float = 1.0, generation_check_s: float = 0.0):
+    def __init__(self, client: redis.Redis, breaker_s: float = 1.0, generation_check_s: float = 0.0,
+                 on_error=None):
         self.client = client
+        self.on_error = on_error  # called once per failed Redis call (the API counts them in /metrics)
         self._breaker_s = breaker_s
         self._failed_at = 0.0
         self._lock = threading.Lock()
@@ -75,15 +141,22 @@ class Cache:
         self._gens_at = 0.0
         self._requests = 0
         self._misses = 0
+        self._live_gen: bytes | None = None
+        self.unavailable: frozenset = frozenset()  # item ids not to serve, whatever a list says
+        self._minutes: dict[int, dict[str, float]] = {}  # minute -> field -> increment not yet flushed
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
+            if self.on_error is not None:
+                self.on_error()
             raise CacheUnavailable("redis unavailable (recent failure)")
         try:
             return fn()
         except redis.RedisError as exc:
             with self._lock:
                 self._failed_at = time.monotonic()
+            if self.on_error is not None:
+                self.on_error()
             raise CacheUnavailable(str(exc)) from exc
 
     def generations(self) -> dict:
@@ -94,21 +167,78 @@ class Cache:
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS])
+            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS] + [LIVE_GEN_KEY])
             requests, misses = self._requests, self._misses
             if requests or misses:
                 key = _stats_key()
                 pipe.hincrby(key, "requests", requests)
                 pipe.hincrby(key, "misses", misses)
                 pipe.expire(key, STATS_TTL_S)
-            values = pipe.execute()[0]
+                key = minute_key(int(time.time() // 60))
+                pipe.hincrby(key, "requests", requests)
+                pipe.hincrby(key, "misses", misses)
+                pipe.expire(key, TS_TTL_S)
+            minutes, self._minutes = self._minutes, {}
+            for minute, counts in minutes.items():
+                key = minute_key(minute)
+                for name, value in counts.items():
+                    if name == "ms":
+                        pipe.hincrbyfloat(key, name, value)
+                    else:
+                        pipe.hincrby(key, name, value)
+                pipe.expire(key, TS_TTL_S)
+            try:
+                values = pipe.execute()[0]
+            except BaseException:
+                oldest = time.time() // 60 - TS_TTL_S // 60
+                for minute, counts in minutes.items():  # kept for the next flush, while still worth drawing
+                    if minute > oldest:
+                        self.note_minute(counts, minute)
+                raise
             self._requests -= requests
             self._misses -= misses
+            if values[-1] != self._live_gen:  # the unavailable set changed: one more read, rarely
+                self.unavailable = frozenset(int(i) for i in self.client.hkeys(UNAVAILABLE_KEY))
+                self._live_gen = values[-1]
             return {k: (v.decode() if v else "0") for k, v in zip(GEN_KINDS, values)}
 
         self._gens = self._call(run)
         self._gens_at = now
         return self._gens
+
+    def note_minute(self, counts: dict, minute: int | None = None) -> None:
+        """Add counts to this minute's series; written to Redis with the next generation check."""
+        bucket = self._minutes.setdefault(int(time.time() // 60) if minute is None else minute, {})
+        for name, value in counts.items():
+            bucket[name] = bucket.get(name, 0) + value
+
+    def note_latency(self, seconds: float) -> None:
+        """One served recommendation request, for the dashboard's latency series (no I/O)."""
+        ms = seconds * 1000
+        i = bisect_left(LATENCY_BOUNDS_MS, ms)
+        self.note_minute({"n": 1, "ms": ms, f"b{i}": 1})
+
+    def minute_series(self, minutes: int = 60, now: float | None = None) -> list[dict]:
+        """The last `minutes` minutes, oldest first: {"minute": epoch minute, field: value, ...}."""
+        self._gens = None  # flush this process's counts first
+        self.generations()
+        last = int((now or time.time()) // 60)
+        span = range(last - minutes + 1, last + 1)
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            for minute in span:
+                pipe.hgetall(minute_key(minute))
+            return pipe.execute()
+
+        out = []
+        for minute, raw in zip(span, self._call(run)):
+            row = {"minute": minute}
+            for name, value in raw.items():
+                name = name.decode()
+                row[name] = float(value) if name == "ms" else int(value)
+            out.append(row)
+        return out
 
     def lookup(self, kind: str, suffix: str) -> tuple[str, bytes | None, dict]:
         """(key, cached value or None, generations); counts the request."""
@@ -117,6 +247,84 @@ class Cache:
         value = self.get(key)
         self._requests += 1
         return key, value, gens
+
+    def lookup_user(self, user_id: int, geo_id: int, filters_key: str) -> UserSlot:
+        """The user's cached list and profile, and their live feedback, in one round trip; counts the request."""
+        gens = self.generations()
+        key, list_field, profile_field = user_key(user_id), user_list_field(gens, geo_id, filters_key), \
+            user_profile_field(gens)
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(key, [list_field, profile_field])
+            pipe.hgetall(feedback_key(user_id))
+            return pipe.execute()
+
+        (value, profile), feedback = self._call(run)
+        self._requests += 1
+        return UserSlot(key, list_field, profile_field, value, profile, feedback, gens)
+
+    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int, profile: bytes | None = None) -> None:
+        """Cache a computed list (and the profile read for it) in the user's hash, in one round trip."""
+        self._misses += 1
+        mapping = {slot.list_field: value}
+        if profile is not None:
+            mapping[slot.profile_field] = profile
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(slot.key, mapping=mapping)
+            pipe.expire(slot.key, ttl_s)
+            pipe.execute()
+
+        self._call(run)
+
+    def record_feedback(self, events, ttl_s: int) -> None:
+        """Live feedback [(user_id, item_id, LIKED | UNLIKED | None)]: stored, and each user's cached lists dropped.
+
+        None (a click) only drops the cached lists. One round trip for the whole batch.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for user_id, item_id, mark in events:
+            if mark is not None:
+                pipe.hset(feedback_key(user_id), str(item_id), mark)
+                pipe.expire(feedback_key(user_id), ttl_s)
+        users = {user_id for user_id, _, _ in events}
+        pipe.delete(*[user_key(u) for u in users])
+        pipe.sadd(TOUCHED_KEY, *users)
+        pipe.expire(TOUCHED_KEY, TOUCHED_TTL_S)
+        self._call(pipe.execute)
+
+    def pop_touched(self, count: int = 10_000) -> list[int]:
+        """Users with live feedback, for the sync to re-read from the main DB (the truth)."""
+        return [int(u) for u in self._call(lambda: self.client.spop(TOUCHED_KEY, count)) or ()]
+
+    def invalidate_users(self, user_ids) -> int:
+        """Drop the cached lists and profile of these users: one DEL per user, no scan."""
+        keys = [user_key(u) for u in user_ids]
+        return self._call(lambda: self.client.delete(*keys)) if keys else 0
+
+    def set_unavailable(self, gone: dict, back=()) -> None:
+        """Items to stop serving ({item_id: epoch seen}) and items available again; bumps the live version."""
+        pipe = self.client.pipeline(transaction=True)
+        if gone:
+            pipe.hset(UNAVAILABLE_KEY, mapping={str(k): v for k, v in gone.items()})
+        if back:
+            pipe.hdel(UNAVAILABLE_KEY, *[str(k) for k in back])
+        pipe.expire(UNAVAILABLE_KEY, UNAVAILABLE_TTL_S)
+        pipe.set(LIVE_GEN_KEY, str(time.time_ns()), ex=GEN_TTL_S)
+        self._call(pipe.execute)
+
+    def unavailable_since(self) -> dict:
+        """{item_id: epoch seen} of the unavailable set (workers)."""
+        return {int(k): float(v) for k, v in self._call(lambda: self.client.hgetall(UNAVAILABLE_KEY)).items()}
+
+    def trim_unavailable(self, before_ts: float) -> list:
+        """Forget items marked before a popular refresh's snapshot (it rebuilt them); returns the ids dropped."""
+        old = [k for k, ts in self.unavailable_since().items() if ts < before_ts]
+        if old:
+            self.set_unavailable({}, old)
+        return old
 
     def get(self, key: str) -> bytes | None:
         return self._call(lambda: self.client.get(key))

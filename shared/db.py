@@ -15,6 +15,27 @@ from shared.settings import Settings
 
 # Connect timeout for the API's connections (libpq's minimum useful value is 2 s).
 API_CONNECT_TIMEOUT_S = 2
+# Connections one API process may hold to the recommendations DB. Under gevent workers
+# many requests run at once in a process, and a connection answers one query at a time.
+API_POOL_SIZE = 8
+
+
+def tcp_options(user_timeout_ms: int) -> dict:
+    """libpq TCP settings: a dead peer or a black hole is noticed in seconds, not hours.
+
+    Keepalives find a connection whose peer vanished while idle; tcp_user_timeout drops
+    one whose sent data stays unacknowledged (a network partition). Neither fires on a
+    server process that is alive but frozen (the kernel still ACKs): that case is bounded
+    by the API's request deadline (api.deadline) and by statement_timeout.
+    """
+    return {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+            "tcp_user_timeout": int(user_timeout_ms)}
+
+
+def _user_timeout_ms(statement_timeout_ms: int) -> int:
+    # The API's connections (with a statement timeout) give up as soon as the request would;
+    # workers' long COPYs and bulk writes get 30 s.
+    return max(int(statement_timeout_ms), 1000) if statement_timeout_ms else 30000
 
 
 def connect_main(settings: Settings, statement_timeout_ms: int = 0, connect_timeout_s: int = 10):
@@ -22,7 +43,8 @@ def connect_main(settings: Settings, statement_timeout_ms: int = 0, connect_time
     if statement_timeout_ms:
         options += f" -c statement_timeout={int(statement_timeout_ms)}"
     return psycopg2.connect(
-        settings.main_database_url, options=options, connect_timeout=connect_timeout_s, application_name="recs-main-ro"
+        settings.main_database_url, options=options, connect_timeout=connect_timeout_s, application_name="recs-main-ro",
+        **tcp_options(_user_timeout_ms(statement_timeout_ms)),
     )
 
 
@@ -36,58 +58,107 @@ def connect_recs(settings: Settings, statement_timeout_ms: int = 0, application_
         options=options,
         connect_timeout=API_CONNECT_TIMEOUT_S if statement_timeout_ms else 10,
         application_name=application_name,
+        **tcp_options(_user_timeout_ms(statement_timeout_ms)),
     )
 
 
 class LazyConnection:
-    """One autocommit connection per process, opened on first use after fork.
+    """A small per-process pool of autocommit connections, opened on first use after fork.
 
-    A broken connection is dropped and reopened on the next call; after a failed
-    attempt we wait `retry_after_s` before trying again, so a dead database costs
-    each request microseconds instead of a connect timeout.
+    Each call borrows its own connection (at most `size` at once; further callers wait
+    for one, at most `wait_s`, and under gevent workers at most the request deadline).
+    No lock is held while connecting or querying, so a frozen database holds only the
+    callers that use it, each until its own deadline: nobody queues behind them forever.
+
+    A broken connection is dropped and a new one opened on a later call; after a failed
+    attempt we wait `retry_after_s` before trying again, so a dead database costs each
+    request microseconds instead of a connect timeout.
     """
 
-    def __init__(self, factory, retry_after_s: float = 1.0):
+    def __init__(self, factory, retry_after_s: float = 1.0, size: int = API_POOL_SIZE,
+                 wait_s: float = API_CONNECT_TIMEOUT_S):
         self._factory = factory
-        self._conn = None
-        self._lock = threading.Lock()
+        self._idle: list = []
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()  # guards _idle and _failed_at; never held across I/O
         self._failed_at = 0.0
         self._retry_after_s = retry_after_s
+        self._wait_s = wait_s
 
-    def get(self):
-        with self._lock:
-            if self._conn is not None and not self._conn.closed:
-                return self._conn
-            if time.monotonic() - self._failed_at < self._retry_after_s:
-                raise psycopg2.OperationalError("database unavailable (recent connection failure)")
+    def _borrow(self):
+        if not self._slots.acquire(timeout=self._wait_s):
+            raise psycopg2.OperationalError(f"database busy: no free connection within {self._wait_s} s")
+        try:
+            with self._lock:
+                while self._idle:
+                    conn = self._idle.pop()
+                    if not conn.closed:
+                        return conn
+                if time.monotonic() - self._failed_at < self._retry_after_s:
+                    raise psycopg2.OperationalError("database unavailable (recent connection failure)")
             try:
                 conn = self._factory()
             except psycopg2.Error:
-                self._failed_at = time.monotonic()
+                self._failed()
                 raise
             conn.autocommit = True
-            self._conn = conn
             return conn
+        except BaseException:
+            self._slots.release()
+            raise
 
-    def discard(self):
+    def _failed(self):
         with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except psycopg2.Error:
-                    pass
-            self._conn = None
             self._failed_at = time.monotonic()
 
+    def _give_back(self, conn, broken: bool):
+        try:
+            if broken or conn.closed:
+                try:
+                    conn.close()
+                except psycopg2.Error:
+                    pass
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+        finally:
+            self._slots.release()
+
+    def discard(self):
+        """Close every idle connection (the next call opens a new one)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            try:
+                conn.close()
+            except psycopg2.Error:
+                pass
+
     def run(self, fn):
-        """Call fn(cursor); on a connection-level error drop the connection and re-raise."""
-        conn = self.get()
+        """Call fn(cursor) on a borrowed connection; a connection-level error drops it and re-raises."""
+        conn = self._borrow()
+        broken = True
         try:
             with conn.cursor() as cur:
-                return fn(cur)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            self.discard()
+                result = fn(cur)
+            broken = False
+            return result
+        except psycopg2.extensions.QueryCanceledError:
+            broken = False  # statement_timeout: the connection itself is fine
             raise
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            self._failed()
+            raise
+        except Exception:
+            broken = False  # e.g. a missing table (autocommit): the connection is still usable
+            raise
+        except BaseException:
+            # The request deadline (gevent.Timeout) interrupted a wait on the server: the
+            # connection is mid-protocol (psycogreen closes it), and the server is not answering.
+            self._failed()
+            raise
+        finally:
+            self._give_back(conn, broken)
 
 
 def ping(conn_factory) -> float:

@@ -187,10 +187,16 @@ def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]])
     for item_id, (item, pop) in _normalised(candidates).items():
         score = pop * (CONTENT_FLOOR + profile.categories.get(item.category, 0.0))
         score *= 0.5 + profile.platforms.get(item.platform, 0.0)
-        if profile.avg_price and item.price:
-            score *= math.exp(-(math.log(item.price / profile.avg_price) ** 2) / (2 * PRICE_SIGMA**2))
+        score *= price_affinity(profile, item.price)
         scored[item_id] = (item, score)
     return scored
+
+
+def price_affinity(profile: Profile, price: float | None) -> float:
+    """1.0 at the user's average price, falling off in log-price; 1.0 when either is unknown."""
+    if profile.avg_price and price:
+        return math.exp(-(math.log(price / profile.avg_price) ** 2) / (2 * PRICE_SIGMA**2))
+    return 1.0
 
 
 def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict:
@@ -237,8 +243,8 @@ def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tup
     return read
 
 
-def popular_list(source: Source, segment: tuple, filters: Filters, size: int) -> Ranked:
-    ranked = Ranked(size, filters, frozenset())
+def popular_list(source: Source, segment: tuple, filters: Filters, size: int, exclude=frozenset()) -> Ranked:
+    ranked = Ranked(size, filters, exclude)
     add_popular(ranked, source, segment)
     return ranked
 
@@ -251,20 +257,27 @@ def algorithm_for(interaction_count: int) -> str:
     return POPULAR
 
 
+def user_segment(profile: Profile | None, geo_id: int | None, filters: Filters) -> tuple:
+    """The popular segment a user's list starts from: the request's geo, else the profile's."""
+    geo = geo_id if geo_id is not None else (profile.geo_id if profile and profile.geo_id else ANY_GEO)
+    return (geo, (profile.gender if profile else None) or ANY, (profile.age_group if profile else None) or ANY,
+            filters.category or ANY)
+
+
 def personalized_list(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
-                      profile: Profile | None = None) -> tuple[Ranked, str]:
+                      profile: Profile | None = None, exclude=frozenset()) -> tuple[Ranked, str]:
     """The user's full ranked list and the algorithm their history calls for.
 
     Collaborative (3+ interactions) or content-based (1-2) first, then popular for the
-    user's segment fills what they left short. Liked items are always excluded.
+    user's segment fills what they left short. Liked items, and `exclude` (the live
+    state's unavailable items), are always excluded.
     """
     profile = profile if profile is not None else source.profile(user_id)
     count = profile.interaction_count if profile else 0
     algorithm = algorithm_for(count)
-    ranked = Ranked(size, filters, profile.liked if profile else frozenset())
-    geo = geo_id if geo_id is not None else (profile.geo_id if profile and profile.geo_id else ANY_GEO)
-    segment = (geo, (profile.gender if profile else None) or ANY, (profile.age_group if profile else None) or ANY,
-               filters.category or ANY)
+    liked = profile.liked if profile else frozenset()
+    ranked = Ranked(size, filters, liked | exclude if exclude else liked)
+    segment = user_segment(profile, geo_id, filters)
     read = None
     if algorithm == COLLABORATIVE:
         read = add_collaborative(ranked, source, user_id, segment)
@@ -273,6 +286,23 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
     if not ranked.full:
         add_popular(ranked, source, segment, read)
     return ranked, algorithm
+
+
+def without(ids: list, sections: list, excluded) -> tuple[list, list]:
+    """A ranked list (ids, sections) with some ids dropped, sections re-indexed.
+
+    Live state (items unavailable since the list was cached, items the user just liked)
+    applied to a list computed earlier, e.g. a cache hit.
+    """
+    if not excluded or excluded.isdisjoint(ids):
+        return ids, sections
+    kept, out_sections, bounds = [], [], [first for _, first in sections[1:]] + [len(ids)]
+    for (name, first), end in zip(sections, bounds):
+        start = len(kept)
+        kept.extend(i for i in ids[first:end] if i not in excluded)
+        if len(kept) > start:
+            out_sections.append((name, start))
+    return kept, out_sections
 
 
 def algorithm_label(sections, total: int, start: int, stop: int, primary: str) -> str:

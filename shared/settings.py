@@ -1,56 +1,59 @@
 """Every setting, read from the environment in one place and validated at startup.
 
+pydantic-settings does the reading and type checks; a field name upper-cased is its variable.
 A bad value raises SettingsError naming the variable, so a process fails loudly
-instead of running with a value nobody meant.
+instead of running with a value nobody meant. Secrets are SecretStr, so they never
+appear in a repr, a log line or /stats.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+import re
 from functools import lru_cache
+from typing import Annotated, Literal, Mapping
 from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 
 class SettingsError(ValueError):
     pass
 
 
-def _number(env, name, default, lo, hi, cast, kind):
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not {kind}") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name}={value} is out of range [{lo}, {hi}]")
-    return value
-
-
-def _int(env, name, default, lo, hi):
-    return _number(env, name, default, lo, hi, int, "an integer")
-
-
-def _float(env, name, default, lo, hi):
-    return _number(env, name, default, lo, hi, float, "a number")
-
-
-def _url(env, name, default, schemes):
-    value = env.get(name) or default
-    parts = urlsplit(value)
-    if parts.scheme not in schemes:
-        raise SettingsError(f"{name}={redact(value)!r} must be a {'/'.join(schemes)} URL")
-    return value
+_QUERY_SECRET = re.compile(r"(?i)(^|[&;])((?:password|passwd|pwd|secret|token)=)[^&;]*")
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, safe for /stats and logs."""
+    """The URL with any password (in the userinfo or as a query parameter) replaced, safe for /stats and logs."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = _QUERY_SECRET.sub(r"\1\2***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+class _Url:
+    """Field metadata: a URL setting, checked for its scheme and redacted in public()."""
+
+    def __init__(self, *schemes: str):
+        self.schemes = schemes
+
+    def __call__(self, value: str) -> str:
+        if urlsplit(value).scheme not in self.schemes:
+            raise ValueError(f"must be a {'/'.join(self.schemes)} URL")
+        return value
+
+
+_PG = _Url("postgresql", "postgres")
+_REDIS = _Url("redis", "rediss", "unix")
+PostgresUrl = Annotated[str, AfterValidator(_PG), _PG]
+RedisUrl = Annotated[str, AfterValidator(_REDIS), _REDIS]
+_BROKER = _Url("redis", "rediss", "amqp", "unix")
+BrokerUrl = Annotated[str, AfterValidator(_BROKER), _BROKER]
 
 
 def _redis_db(url: str, db: int) -> str:
@@ -58,96 +61,140 @@ def _redis_db(url: str, db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
-@dataclass(frozen=True)
-class Settings:
-    main_database_url: str
-    recommendations_database_url: str
-    recommendations_redis_url: str
-    celery_broker_url: str
-    celery_result_backend: str
-    max_similar_users: int
-    default_page_size: int
-    max_page_size: int
-    popular_items_refresh_minutes: int
-    user_profiles_refresh_minutes: int
-    user_similarities_refresh_minutes: int
-    cache_cleanup_hours: int
-    cache_ttl_popular: int
-    cache_ttl_personalized: int
-    cache_ttl_user_profile: int
-    port: int
-    popular_top_n: int
-    recommendation_list_size: int
-    like_weight: float
-    click_weight: float
-    decay_half_life_days: float
-    taste_half_life_days: float
-    similarity_shards: int
-    db_timeout_ms: int
-    generation_check_ms: int
-    job_lease_seconds: int
-    basic_auth_username: str
-    basic_auth_password: str
-    flower_basic_auth: str
+def _int(default: int, lo: int, hi: int):
+    return Field(default, ge=lo, le=hi)
 
-    # Settings shown by /stats. Secrets and URLs with credentials never are.
+
+class Settings(BaseSettings):
+    """The service's settings. The field name upper-cased is the environment variable."""
+
+    # Empty variables mean "unset" (compose passes `${X:-}`); unknown variables are ignored.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False, env_ignore_empty=True,
+                                      hide_input_in_errors=True)
+
+    main_database_url: PostgresUrl = "postgresql:///mysanta_main"
+    recommendations_database_url: PostgresUrl = "postgresql:///mysanta_recommendations"
+    recommendations_redis_url: RedisUrl = "redis://localhost:6379/1"
+    # Default: the cache's Redis server, DB 2 / DB 3 (filled in by _derive_celery_urls).
+    celery_broker_url: BrokerUrl = ""
+    celery_result_backend: RedisUrl = ""
+    max_similar_users: int = _int(20, 1, 500)
+    default_page_size: int = _int(20, 1, 1000)
+    max_page_size: int = _int(100, 1, 1000)
+    popular_items_refresh_minutes: int = _int(15, 1, 10080)
+    user_profiles_refresh_minutes: int = _int(30, 1, 10080)
+    user_similarities_refresh_minutes: int = _int(60, 1, 10080)
+    cache_cleanup_hours: int = _int(6, 1, 720)
+    cache_ttl_popular: int = _int(900, 1, 604800)
+    cache_ttl_personalized: int = _int(7200, 1, 604800)
+    cache_ttl_user_profile: int = _int(14400, 1, 604800)
+    port: int = _int(8001, 1, 65535)
+    popular_top_n: int = _int(200, 10, 10000)
+    recommendation_list_size: int = _int(200, 10, 10000)
+    like_weight: float = Field(1.0, ge=0.0, le=100.0)
+    click_weight: float = Field(0.3, ge=0.0, le=100.0)
+    decay_half_life_days: float = Field(20.0, ge=0.1, le=36500.0)
+    taste_half_life_days: float = Field(90.0, ge=0.1, le=36500.0)
+    similarity_shards: int = _int(1, 1, 1024)
+    db_timeout_ms: int = _int(2000, 50, 600000)
+    generation_check_ms: int = _int(1000, 0, 60000)
+    job_lease_seconds: int = _int(60, 2, 3600)
+    live_sync_seconds: int = _int(10, 1, 3600)
+    live_lag_alert_seconds: int = _int(120, 1, 86400)
+    metrics_enabled: bool = True
+    basic_auth_username: str = ""
+    basic_auth_password: SecretStr = SecretStr("")
+    flower_basic_auth: SecretStr = SecretStr("")
+    # Read by deploy/gunicorn.conf.py; validated here so a typo fails every process alike.
+    web_concurrency: int = _int(2, 1, 256)
+    worker_connections: int = _int(10000, 1, 1000000)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_):
+        # The environment is read by load_settings() through _MappingSource, from the mapping
+        # it is given, so a test's load_settings(env) never sees the shell's variables.
+        return (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_celery_urls(cls, data):
+        if isinstance(data, dict):
+            redis_url = data.get("recommendations_redis_url") or cls.model_fields["recommendations_redis_url"].default
+            # A bad Redis URL is reported on its own variable, not again on the derived ones.
+            base = redis_url if isinstance(redis_url, str) and urlsplit(redis_url).scheme in _REDIS.schemes \
+                else cls.model_fields["recommendations_redis_url"].default
+            data.setdefault("celery_broker_url", _redis_db(base, 2))
+            data.setdefault("celery_result_backend", _redis_db(base, 3))
+            if isinstance(data.get("log_level"), str):
+                data["log_level"] = data["log_level"].lower()
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.default_page_size > self.max_page_size:
+            raise ValueError(f"DEFAULT_PAGE_SIZE={self.default_page_size} is larger than "
+                             f"MAX_PAGE_SIZE={self.max_page_size}")
+        if bool(self.basic_auth_username) != bool(self.basic_auth_password.get_secret_value()):
+            raise ValueError("BASIC_AUTH_USERNAME and BASIC_AUTH_PASSWORD must be set together")
+        return self
+
+    @property
+    def basic_auth_enabled(self) -> bool:
+        return bool(self.basic_auth_username and self.basic_auth_password.get_secret_value())
+
+    @classmethod
+    def url_fields(cls) -> set[str]:
+        return {name for name, f in cls.model_fields.items() if any(isinstance(m, _Url) for m in f.metadata)}
+
+    # Settings shown by /stats. Secrets never are; URLs are shown with their passwords redacted.
     def public(self) -> dict:
-        hidden = {"basic_auth_password", "flower_basic_auth"}
+        urls = self.url_fields()
         out = {}
-        for f in fields(self):
-            if f.name in hidden:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
                 continue
-            value = getattr(self, f.name)
-            out[f.name] = redact(value) if f.name.endswith("_url") or f.name == "celery_result_backend" else value
-        out["basic_auth_enabled"] = bool(self.basic_auth_username and self.basic_auth_password)
+            out[name] = redact(value) if name in urls else value
+        out["basic_auth_enabled"] = self.basic_auth_enabled
         return out
 
 
-def load_settings(env=None) -> Settings:
-    env = os.environ if env is None else env
-    redis_url = _url(env, "RECOMMENDATIONS_REDIS_URL", "redis://localhost:6379/1", ("redis", "rediss", "unix"))
-    default_page = _int(env, "DEFAULT_PAGE_SIZE", 20, 1, 1000)
-    max_page = _int(env, "MAX_PAGE_SIZE", 100, 1, 1000)
-    if default_page > max_page:
-        raise SettingsError(f"DEFAULT_PAGE_SIZE={default_page} is larger than MAX_PAGE_SIZE={max_page}")
-    list_size = _int(env, "RECOMMENDATION_LIST_SIZE", 200, 10, 10000)
-    auth_user = env.get("BASIC_AUTH_USERNAME", "")
-    auth_pass = env.get("BASIC_AUTH_PASSWORD", "")
-    if bool(auth_user) != bool(auth_pass):
-        raise SettingsError("BASIC_AUTH_USERNAME and BASIC_AUTH_PASSWORD must be set together")
-    return Settings(
-        main_database_url=_url(env, "MAIN_DATABASE_URL", "postgresql:///mysanta_main", ("postgresql", "postgres")),
-        recommendations_database_url=_url(
-            env, "RECOMMENDATIONS_DATABASE_URL", "postgresql:///mysanta_recommendations", ("postgresql", "postgres")
-        ),
-        recommendations_redis_url=redis_url,
-        celery_broker_url=_url(env, "CELERY_BROKER_URL", _redis_db(redis_url, 2), ("redis", "rediss", "amqp", "unix")),
-        celery_result_backend=_url(env, "CELERY_RESULT_BACKEND", _redis_db(redis_url, 3), ("redis", "rediss", "unix")),
-        max_similar_users=_int(env, "MAX_SIMILAR_USERS", 20, 1, 500),
-        default_page_size=default_page,
-        max_page_size=max_page,
-        popular_items_refresh_minutes=_int(env, "POPULAR_ITEMS_REFRESH_MINUTES", 15, 1, 10080),
-        user_profiles_refresh_minutes=_int(env, "USER_PROFILES_REFRESH_MINUTES", 30, 1, 10080),
-        user_similarities_refresh_minutes=_int(env, "USER_SIMILARITIES_REFRESH_MINUTES", 60, 1, 10080),
-        cache_cleanup_hours=_int(env, "CACHE_CLEANUP_HOURS", 6, 1, 720),
-        cache_ttl_popular=_int(env, "CACHE_TTL_POPULAR", 900, 1, 604800),
-        cache_ttl_personalized=_int(env, "CACHE_TTL_PERSONALIZED", 7200, 1, 604800),
-        cache_ttl_user_profile=_int(env, "CACHE_TTL_USER_PROFILE", 14400, 1, 604800),
-        port=_int(env, "PORT", 8001, 1, 65535),
-        popular_top_n=_int(env, "POPULAR_TOP_N", 200, 10, 10000),
-        recommendation_list_size=list_size,
-        like_weight=_float(env, "LIKE_WEIGHT", 1.0, 0.0, 100.0),
-        click_weight=_float(env, "CLICK_WEIGHT", 0.3, 0.0, 100.0),
-        decay_half_life_days=_float(env, "DECAY_HALF_LIFE_DAYS", 20.0, 0.1, 36500.0),
-        taste_half_life_days=_float(env, "TASTE_HALF_LIFE_DAYS", 90.0, 0.1, 36500.0),
-        similarity_shards=_int(env, "SIMILARITY_SHARDS", 1, 1, 1024),
-        db_timeout_ms=_int(env, "DB_TIMEOUT_MS", 2000, 50, 600000),
-        generation_check_ms=_int(env, "GENERATION_CHECK_MS", 1000, 0, 60000),
-        job_lease_seconds=_int(env, "JOB_LEASE_SECONDS", 60, 2, 3600),
-        basic_auth_username=auth_user,
-        basic_auth_password=auth_pass,
-        flower_basic_auth=env.get("FLOWER_BASIC_AUTH", ""),
-    )
+class _MappingSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls, environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self):
+        return {k.lower(): v for k, v in self._environ.items() if not (self.env_ignore_empty and v == "")}
+
+
+def _error_message(exc: ValidationError, raw: Mapping[str, str]) -> str:
+    lower = {k.lower(): v for k, v in raw.items()}
+    urls = Settings.url_fields()
+    parts = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:
+            parts.append(msg)  # a rule across variables; the message names them
+            continue
+        name = str(err["loc"][0])
+        value = lower.get(name, err.get("input"))
+        shown = "***" if isinstance(Settings.model_fields[name].default, SecretStr) else (
+            redact(value) if name in urls and isinstance(value, str) else value)
+        parts.append(f"{name.upper()}={shown!r}: {msg}")
+    return "; ".join(parts)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `env` (a mapping of variables; default os.environ), and from nothing else."""
+    environ = os.environ if env is None else env
+    try:
+        return Settings(**_MappingSource(Settings, environ)())
+    except ValidationError as exc:
+        raise SettingsError(_error_message(exc, environ)) from None
 
 
 @lru_cache(maxsize=1)

@@ -121,6 +121,12 @@ def table_counts(cur) -> dict:
     return out
 
 
+def category_counts(cur) -> list[tuple[str, int]]:
+    """(category, public in-stock items) for every category that has one, by name."""
+    cur.execute("SELECT category, count(*) FROM items WHERE in_stock GROUP BY category ORDER BY category")
+    return cur.fetchall()
+
+
 def main_db_stats(cur) -> dict:
     cur.execute("SELECT name, value, updated_at FROM main_db_stats ORDER BY name")
     rows = cur.fetchall()
@@ -135,3 +141,52 @@ def last_runs(cur) -> dict:
     names = [d[0] for d in cur.description]
     return {row[0]: dict(zip(names[1:], row[1:])) for row in cur.fetchall()}
 
+
+
+# Reads for the dashboard (api/dashboard.py): read-only, off the serving path.
+
+RECENT_RUNS_SQL = """
+SELECT job, started_at, finished_at, duration_ms, rows_written, status, error
+FROM (SELECT r.*, row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS n FROM job_runs r) recent
+WHERE n <= %s ORDER BY job, started_at DESC
+"""
+
+
+def recent_runs(cur, per_job: int = 10) -> dict:
+    cur.execute(RECENT_RUNS_SQL, (per_job,))
+    names = [d[0] for d in cur.description]
+    out: dict = {}
+    for row in cur.fetchall():
+        out.setdefault(row[0], []).append(dict(zip(names[1:], row[1:])))
+    return out
+
+
+def table_estimates(cur) -> dict:
+    """Rows per table from the planner's statistics (the bulk swap ANALYZEs): instant on any size,
+    where count(*) on a large similarity table takes seconds."""
+    cur.execute("SELECT relname, reltuples::bigint FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s) "
+                "AND relnamespace = 'public'::regnamespace", (list(TABLES),))
+    out = dict(cur.fetchall())
+    for table in TABLES:
+        if out.get(table, -1) < 0:  # never analysed (job_runs): small, count it
+            cur.execute(f"SELECT count(*) FROM {table}")  # names from the constant TABLES
+            out[table] = cur.fetchone()[0]
+    return out
+
+
+def neighbours(cur, user_id: int) -> list[tuple[int, float]]:
+    cur.execute("SELECT similar_user_id, similarity_score FROM user_similarities WHERE user_id = %s "
+                "ORDER BY similarity_score DESC, similar_user_id", (user_id,))
+    return [(uid, float(score)) for uid, score in cur.fetchall()]
+
+
+def liked_items(cur, user_ids: list[int]) -> dict[int, frozenset]:
+    cur.execute("SELECT user_id, liked_item_ids FROM user_profiles WHERE user_id = ANY(%s)", (list(user_ids),))
+    return {uid: frozenset(liked or ()) for uid, liked in cur.fetchall()}
+
+
+def item_details(cur, item_ids: list[int]) -> dict[int, dict]:
+    cur.execute("SELECT item_id, title, price, category, platform, geo_id, in_stock FROM items "
+                "WHERE item_id = ANY(%s)", (list(item_ids),))
+    names = [d[0] for d in cur.description]
+    return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}

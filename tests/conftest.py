@@ -7,6 +7,7 @@ already on the machine are never touched.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from pathlib import Path
@@ -19,11 +20,36 @@ from psycopg2 import sql
 from deploy.localproc import RedisServer
 from shared.cache import Cache
 from shared.db import with_database
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql:///postgres")
 RUN = uuid.uuid4().hex[:8]
+
+
+def _setting_names() -> set[str]:
+    names = getattr(Settings, "model_fields", None) or [f.name for f in dataclasses.fields(Settings)]
+    return {n.upper() for n in names}
+
+
+def _is_setting(name: str) -> bool:
+    """A variable that configures the service, a server it starts, Celery, or libpq/Redis targets."""
+    if name == "TEST_POSTGRES_URL":
+        return False
+    return (name in SETTINGS or name.endswith("_URL") or name.startswith(("CELERY_", "GUNICORN_"))
+            or name in ("WEB_CONCURRENCY", "WORKER_CONNECTIONS", "LOG_LEVEL", "PORT", "REDIS_URL", "DATABASE_URL"))
+
+
+# Hermetic runs: a service's settings in the shell (a deployed host exports
+# CELERY_BROKER_URL, ...) must not reach anything the tests run, in this process or
+# in the servers and workers it starts. Every test builds its configuration from
+# make_env() alone; tests/live.py starts children from a clean base as well. Scrubbing
+# this process matters too: Celery reads CELERY_BROKER_URL / CELERY_RESULT_BACKEND from
+# the environment ahead of the broker= / backend= it is given.
+SETTINGS = _setting_names()
+SCRUBBED = sorted(name for name in os.environ if _is_setting(name))
+for _name in SCRUBBED:
+    del os.environ[_name]
 
 
 def db_url(name: str) -> str:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -12,13 +13,26 @@ from deploy.localproc import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# What a child process may inherit from the shell: what it needs to run, never a setting
+# (a CELERY_BROKER_URL exported in the shell must not reach a server the tests start).
+PASS_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+
+
+def clean_env(env: dict) -> dict:
+    """A child's whole environment: the pass-through basics plus exactly `env`.
+
+    libpq's PG* variables pass too: they pick the test PostgreSQL server (with
+    TEST_POSTGRES_URL), so children reach the databases the tests created.
+    """
+    base = {k: v for k, v in os.environ.items() if k in PASS_THROUGH or k.startswith("PG")}
+    return {**base, **env}
 
 
 class Process:
     def __init__(self, args, env, log_name):
         self.path = Path(f"/tmp/{log_name}-{os.getpid()}-{time.monotonic_ns()}.log")
         self.log = open(self.path, "w")
-        self.proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=self.log,
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=clean_env(env), stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
@@ -36,14 +50,16 @@ class Process:
         self.path.unlink(missing_ok=True)
 
 
-def start_api(env: dict) -> tuple[Process, str]:
+def start_api(env: dict, workers: int = 2) -> tuple[Process, str]:
     port = free_port()
     proc = Process([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "api.wsgi:app"],
-                   {**env, "PORT": str(port), "WEB_CONCURRENCY": "2"}, "recs-test-api")
+                   {**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)}, "recs-test-api")
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
-            urllib.request.urlopen(url + "/openapi.json", timeout=1)
+            urllib.request.urlopen(url + "/livez", timeout=1)
+            return proc, url
+        except urllib.error.HTTPError:  # it answers (e.g. 401 with basic auth on): it is up
             return proc, url
         except OSError:
             if proc.proc.poll() is not None:
@@ -53,6 +69,12 @@ def start_api(env: dict) -> tuple[Process, str]:
     raise RuntimeError("gunicorn did not start")
 
 
-def start_worker(env: dict) -> Process:
+def start_worker(env: dict, queue: str = "recs") -> Process:
     return Process([str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel=INFO", "--concurrency=1",
-                    "-Q", "recs", "--without-heartbeat", "--without-gossip", "--without-mingle"], env, "recs-test-worker")
+                    "-Q", queue, "--without-heartbeat", "--without-gossip", "--without-mingle"], env, "recs-test-worker")
+
+
+def start_beat(env: dict, schedule_dir: Path) -> Process:
+    """celery beat with its schedule file in a private directory (never the shared default path)."""
+    return Process([str(BIN / "celery"), "-A", "workers.app", "beat", "--loglevel=INFO",
+                    f"--schedule={schedule_dir / 'celerybeat-schedule'}"], env, "recs-test-beat")

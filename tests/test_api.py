@@ -2,6 +2,7 @@
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -160,6 +161,9 @@ BAD = [
     ("/personalized", {"user_id": -5}, "user_id"),
     ("/personalized", {"user_id": True}, "user_id"),
     ("/personalized", {"user_id": 10**30}, "user_id"),
+    ("/personalized", {"user_id": "١٢٣"}, "user_id"),  # Arabic-Indic digits are not an id
+    ("/personalized", {"user_id": "9" * 5000}, "user_id"),
+    ("/personalized", {"user_id": "1" * 30}, "user_id"),
     ("/personalized", {"user_id": 5, "geo_id": 1.5}, "geo_id"),
 ]
 
@@ -173,6 +177,8 @@ def test_bad_input_is_a_4xx_naming_the_field(client, path, body, field):
     assert payload["error"] == "invalid_request"
     assert field in [e["field"] for e in payload["errors"]], payload
     assert all(e["rule"] for e in payload["errors"])
+    text = r.get_data(as_text=True)
+    assert "sys." not in text and "int_max_str_digits" not in text and "Traceback" not in text
 
 
 def test_huge_body_is_413(client):
@@ -187,7 +193,20 @@ def test_extra_fields_are_ignored(client):
 
 def test_unknown_route_and_method_are_json(client):
     assert client.get("/nope").get_json()["error"] == "not_found"
-    assert client.get("/popular").status_code == 405 and client.get("/popular").is_json
+    r = client.get("/popular")
+    assert r.status_code == 405 and r.is_json and set(r.headers["Allow"].split(", ")) >= {"POST"}
+    r = client.post("/stats")
+    assert r.status_code == 405 and "GET" in r.headers["Allow"] and r.get_json()["error"] == "method_not_allowed"
+
+
+def test_stats_redacts_passwords_in_the_query_string_too(tiny_env):
+    url = tiny_env["MAIN_DATABASE_URL"] + "?password=SECRET1&application_name=x"
+    redis_url = tiny_env["RECOMMENDATIONS_REDIS_URL"].replace("redis://", "redis://:SECRET2@")
+    config = create_app(dict(tiny_env, MAIN_DATABASE_URL=url, CELERY_RESULT_BACKEND=redis_url)).test_client() \
+        .get("/stats").get_json()["config"]
+    assert config["main_database_url"].endswith("?password=***&application_name=x")
+    assert ":***@" in config["celery_result_backend"]
+    assert "SECRET" not in json.dumps(config)
 
 
 def test_request_path_never_imports_pandas_or_sklearn(tiny_env):
@@ -214,6 +233,7 @@ def test_stats(client, tiny_env):
     assert body["recommendations_db"]["tables"]["items"] == 500
     jobs = body["recommendations_db"]["jobs"]
     assert jobs["popular_items"]["status"] == "success" and jobs["popular_items"]["duration_ms"] > 0
+    assert all(type(job["age_s"]) is float and job["age_s"] >= 0 for job in jobs.values())  # numbers, as in /health
     cache = body["cache"]["today"]
     assert cache["hits"] >= 1 and cache["misses"] >= 1 and 0 < cache["hit_rate"] < 1
     assert body["config"]["max_page_size"] == 100 and "basic_auth_password" not in body["config"]
@@ -233,6 +253,7 @@ def test_health_ok_then_degraded_when_a_job_is_late(client, tiny_env):
         ids = [r[0] for r in cur.fetchall()]
     conn.commit()
     try:
+        client = create_app(tiny_env).test_client()  # a new process: /health results are cached per process
         r = client.get("/health")
         assert r.status_code == 200 and r.get_json()["status"] == "degraded"
         assert r.get_json()["late_jobs"] == ["popular_items"]  # 15-minute job, an hour old
@@ -247,8 +268,9 @@ def test_health_ok_then_degraded_when_a_job_is_late(client, tiny_env):
 def test_openapi_covers_every_route(client):
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
-    app_routes = {str(r) for r in client.application.url_map.iter_rules() if r.endpoint != "static"}
-    documented = {p.replace("{task_id}", "<task_id>") for p in doc["paths"]}
+    # Static files (Swagger UI's assets under /docs/static) are not API operations.
+    app_routes = {str(r) for r in client.application.url_map.iter_rules() if not r.endpoint.endswith("static")}
+    documented = {re.sub(r"\{(\w+)\}", r"<\1>", p) for p in doc["paths"]}
     admin = {"/admin/" + p for p in ("refresh-popular-items", "update-user-profiles", "update-user-similarities",
                                      "cleanup-cache", "refresh-all")}
     assert admin <= documented
@@ -309,28 +331,55 @@ def test_admin_task_state_is_404_for_an_id_never_issued(client):
     assert client.get("/admin/tasks/not-even-a-uuid").status_code == 404
 
 
-def test_basic_auth_guards_everything_but_health(tiny_env):
+def basic(user: bytes, password: bytes, scheme: str = "Basic") -> dict:
+    return {"Authorization": f"{scheme} " + base64.b64encode(user + b":" + password).decode()}
+
+
+def test_basic_auth_guards_everything_but_the_probes(tiny_env):
     client = create_app(dict(tiny_env, BASIC_AUTH_USERNAME="ops", BASIC_AUTH_PASSWORD="s3cret")).test_client()
-    assert client.post("/popular", json={}).status_code == 401
+    r = client.post("/popular", json={})
+    assert r.status_code == 401 and r.is_json and r.headers["WWW-Authenticate"].startswith("Basic ")
     assert client.get("/stats").status_code == 401
-    assert client.get("/health").status_code == 200
-    wrong = {"Authorization": "Basic " + base64.b64encode(b"ops:nope").decode()}
-    good = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
-    assert client.post("/popular", json={}, headers=wrong).status_code == 401
-    assert client.post("/popular", json={}, headers=good).status_code == 200
+    assert client.post("/personalized", json={"user_id": 3}).status_code == 401
+    for probe in ("/health", "/livez", "/readyz"):
+        assert client.get(probe).status_code == 200, probe
+    assert client.post("/popular", json={}, headers=basic(b"ops", b"nope")).status_code == 401
+    assert client.post("/popular", json={}, headers=basic(b"ops", b"s3cret", "Bearer")).status_code == 401
+    assert client.post("/popular", json={}, headers={"Authorization": "Basic !!notbase64"}).status_code == 401
+    for scheme in ("Basic", "basic", "BASIC"):  # RFC 7617: the scheme is case-insensitive
+        assert client.post("/popular", json={}, headers=basic(b"ops", b"s3cret", scheme)).status_code == 200, scheme
     # With credentials, admin is reachable from other hosts.
-    r = client.post("/admin/rebuild", headers=good, environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    r = client.post("/admin/rebuild", headers=basic(b"ops", b"s3cret"), environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert r.status_code == 404
 
 
+def test_authenticated_requests_take_the_fast_path(tiny_env):
+    from flask import request_started
+
+    app = create_app(dict(tiny_env, BASIC_AUTH_USERNAME="ops", BASIC_AUTH_PASSWORD="pw"))
+    client, seen = app.test_client(), []
+
+    def started(sender, **extra):
+        seen.append(1)
+
+    request_started.connect(started, app)
+    try:
+        r = client.post("/popular", json=POPULAR_BODY, headers=basic(b"ops", b"pw"))
+        assert r.status_code == 200 and seen == []  # answered without Flask's request machinery
+        assert client.get("/stats", headers=basic(b"ops", b"pw")).status_code == 200 and seen == [1]
+    finally:
+        request_started.disconnect(started, app)
+
+
 def test_fast_path_and_flask_views_answer_alike(tiny_env):
-    # Without basic auth the two endpoints are served by api.fastpath; with it, by the Flask views.
+    # The fast path serves the two endpoints; the Flask views (the same logic) stay registered.
     fast = create_app(tiny_env).test_client()
-    flask_views = create_app(dict(tiny_env, BASIC_AUTH_USERNAME="ops", BASIC_AUTH_PASSWORD="pw")).test_client()
-    auth = {"Authorization": "Basic " + base64.b64encode(b"ops:pw").decode()}
+    views = create_app(tiny_env)
+    del views.wsgi_app  # Flask's own WSGI app: no middleware, no fast path
+    flask_views = views.test_client()
     for path, body in [("/popular", POPULAR_BODY), ("/personalized", {"user_id": 3, "pagination": {"limit": 5}}),
                        ("/popular", {"pagination": {"limit": 0}}), ("/personalized", {"user_id": "x"})]:
-        a, b = fast.post(path, json=body), flask_views.post(path, json=body, headers=auth)
+        a, b = fast.post(path, json=body), flask_views.post(path, json=body)
         assert a.status_code == b.status_code and a.mimetype == b.mimetype == "application/json"
         ja, jb = a.get_json(), b.get_json()
         for j in (ja, jb):
@@ -339,13 +388,18 @@ def test_fast_path_and_flask_views_answer_alike(tiny_env):
         assert ja == jb, path
 
 
-def test_fast_path_hands_unsized_bodies_to_flask(client):
-    # A chunked upload has no Content-Length: the fast path cannot size it and Flask reads it.
+def test_chunked_bodies_are_sized_before_any_view(client):
+    # A chunked upload has no Content-Length: it is read up to the limit, then served, or refused whole.
     body = json.dumps(POPULAR_BODY).encode()
     sized = client.post("/popular", data=body, content_type="application/json").get_json()
+    chunked = {"wsgi.input_terminated": True, "CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"}
     r = client.post("/popular", input_stream=io.BytesIO(body), content_type="application/json",
-                    environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+                    environ_overrides=chunked)
     assert r.status_code == 200 and r.get_json()["items"] == sized["items"]
+    big = b'{"x": "' + b"a" * (70 * 1024) + b'"}'
+    for path in ("/popular", "/admin/refresh-all"):
+        r = client.post(path, input_stream=io.BytesIO(big), content_type="application/json", environ_overrides=chunked)
+        assert r.status_code == 413 and r.get_json()["errors"][0]["field"] == "body", path
 
 
 def test_unexpected_error_is_a_json_500_without_a_trace(client, monkeypatch):
@@ -362,13 +416,14 @@ def test_unexpected_error_is_a_json_500_without_a_trace(client, monkeypatch):
 
 
 def test_personalized_miss_caches_the_profile_with_the_list(client, tiny_env):
-    from shared.cache import profile_key
+    from shared.cache import user_key, user_profile_field
 
     user = users_by_count(tiny_env)["many"]
     r = redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"])
     assert client.post("/personalized", json={"user_id": user}).get_json()["cache_hit"] is False
     gens = {k: (r.get(f"recs:gen:{k}") or b"0").decode() for k in ("popular", "profiles", "similarities")}
-    assert r.ttl(profile_key(gens, user)) > 0  # written in the same round trip as the list
+    # Written in the same round trip as the list, into the user's hash (one DEL invalidates both).
+    assert r.hexists(user_key(user), user_profile_field(gens)) and r.ttl(user_key(user)) > 0
     # Another filter for the same user is a list miss that reads the cached profile.
     other = client.post("/personalized", json={"user_id": user, "filters": {"price_to": 5000}}).get_json()
     assert other["cache_hit"] is False and other["algorithm_used"].startswith("collaborative")

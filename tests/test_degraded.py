@@ -27,8 +27,12 @@ def test_redis_down_serves_from_the_database(tiny_env, own_redis):
     assert cold.get_json()["cache_hit"] is False and cold.get_json()["items"] == warm["items"]
     pers = client.post("/personalized", json={"user_id": 5, "geo_id": 213})
     assert pers.status_code == 200 and pers.get_json()["items"]
+    # Still serving (from the DB): degraded, not out of rotation.
     health = client.get("/health")
-    assert health.status_code == 503 and health.get_json()["failing"] == ["redis"]
+    assert health.status_code == 200 and health.get_json()["status"] == "degraded"
+    assert health.get_json()["failing"] == ["redis"]
+    assert health.get_json()["serving"] == {"cache_hits": False, "cache_misses": True}
+    assert client.get("/readyz").status_code == 200
     assert client.get("/stats").status_code == 200
     assert client.post("/admin/refresh-all").status_code == 503
 
@@ -46,8 +50,11 @@ def test_recommendations_db_down_serves_cache_and_503s_a_miss(tiny_env, own_redi
     assert miss.status_code == 503
     assert miss.get_json()["error"] == "unavailable" and "recommendations database" in miss.get_json()["message"]
     assert down.post("/personalized", json={"user_id": 3}).status_code == 503
+    # Cache hits are still served: degraded, ready.
     health = down.get("/health")
-    assert health.status_code == 503 and health.get_json()["failing"] == ["recommendations_db"]
+    assert health.status_code == 200 and health.get_json()["status"] == "degraded"
+    assert health.get_json()["failing"] == ["recommendations_db"]
+    assert down.get("/readyz").status_code == 200
     stats = down.get("/stats")
     assert stats.status_code == 200 and "error" in stats.get_json()["recommendations_db"]
 
@@ -57,8 +64,23 @@ def test_main_db_down_leaves_requests_unaffected(tiny_env, own_redis):
     assert client.post("/popular", json={}).status_code == 200
     assert client.post("/personalized", json={"user_id": 3, "geo_id": 213}).status_code == 200
     health = client.get("/health")
-    assert health.status_code == 503
+    assert health.status_code == 200 and health.get_json()["status"] == "degraded"
     assert health.get_json()["failing"] == ["main_db"] and health.get_json()["checks"]["redis"]["status"] == "up"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["status"] == "ready"
+
+
+def test_redis_and_recommendations_db_down_cannot_serve(tiny_env, own_redis):
+    client = create_app(dict(env_with_redis(tiny_env, own_redis), RECOMMENDATIONS_DATABASE_URL=CLOSED)).test_client()
+    own_redis.stop()
+    assert client.post("/popular", json={}).status_code == 503
+    health = client.get("/health")
+    assert health.status_code == 503 and health.get_json()["status"] == "unavailable"
+    assert set(health.get_json()["failing"]) == {"redis", "recommendations_db"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["status"] == "unavailable"
+    live = client.get("/livez")
+    assert live.status_code == 200 and live.get_json() == {"status": "ok"}
 
 
 def test_admin_task_state_is_a_bounded_503_when_the_result_backend_is_frozen(tiny_env, own_redis):

@@ -1,7 +1,7 @@
-"""Real processes: the Rails client against gunicorn, and a Celery worker running recs.refresh_all."""
-import json
-import shutil
-import subprocess
+"""Real processes: gunicorn's access log, and a Celery worker running recs.refresh_all.
+
+The Rails client against gunicorn is in tests/test_ruby_client.py.
+"""
 import time
 
 import pytest
@@ -13,58 +13,12 @@ from shared.jobs import JOBS, is_running
 from tests.conftest import query
 from tests.live import start_api, start_worker
 
-RUBY_CLIENT = r'''
-require "http"
-require "json"
-class RecommendationClient
-  BASE_URL = ENV.fetch('RECOMMENDATION_SERVICE_URL', 'http://localhost:8001')
-  def self.get_popular_items(user_params:, **options)
-    response = HTTP.post("#{BASE_URL}/popular", json: { user_params: user_params, **options })
-    response.parse
-  end
-  def self.get_personalized_recommendations(user_id:, geo_id:, **options)
-    response = HTTP.post("#{BASE_URL}/personalized", json: { user_id: user_id, geo_id: geo_id, **options })
-    response.parse
-  end
-end
-out = {
-  popular: RecommendationClient.get_popular_items(
-    user_params: { gender: "f", age: "25-34", category: "fashion", geo_id: 213 },
-    filters: { price_from: 500, price_to: 20000 }, pagination: { page: 1, limit: 20 }),
-  personalized: RecommendationClient.get_personalized_recommendations(
-    user_id: ARGV[0].to_i, geo_id: 213, filters: { price_from: 100, price_to: 100000 }, pagination: { page: 2, limit: 5 }),
-  bad: RecommendationClient.get_popular_items(user_params: { gender: "robot" })
-}
-puts JSON.generate(out)
-'''
-
-
-def _has_ruby_http():
-    return shutil.which("ruby") and subprocess.run(["ruby", "-e", 'require "http"'], capture_output=True).returncode == 0
-
 
 @pytest.fixture(scope="module")
 def live_api(tiny_env):
     proc, url = start_api(tiny_env)
     yield proc, url
     proc.stop()
-
-
-@pytest.mark.skipif(not _has_ruby_http(), reason="ruby and ruby-http are not installed (apt-get install ruby ruby-http)")
-def test_rails_client_works_unchanged(live_api, tiny_env, tmp_path):
-    _, url = live_api
-    user = query(tiny_env["RECOMMENDATIONS_DATABASE_URL"],
-                 "SELECT user_id FROM user_profiles WHERE interaction_count >= 5 ORDER BY user_id LIMIT 1")[0][0]
-    script = tmp_path / "client.rb"
-    script.write_text(RUBY_CLIENT)
-    out = subprocess.run(["ruby", str(script), str(user)], capture_output=True, text=True, timeout=60,
-                         env={"RECOMMENDATION_SERVICE_URL": url, "PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
-    assert result["popular"]["algorithm_used"] == "popular" and result["popular"]["items"]
-    assert result["personalized"]["pagination"]["page"] == 2 and len(result["personalized"]["items"]) == 5
-    assert result["personalized"]["algorithm_used"].startswith("collaborative")
-    assert result["bad"]["errors"][0]["field"] == "user_params.gender"
 
 
 def test_gunicorn_access_log_is_key_value(live_api):

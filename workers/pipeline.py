@@ -199,7 +199,7 @@ def _write(run: Run, settings: Settings, tables: dict, progress=None) -> int:
 
 
 ITEM_COLUMNS = ["item_id", "price", "category", "platform", "geo_id", "in_stock", "target_gender", "target_age",
-                "created_at"]
+                "created_at", "title"]
 POPULAR_COLUMNS = ["geo_id", "gender", "age_group", "category", "item_id", "popularity_score", "item_category",
                    "price", "platform", "item_geo_id"]
 

@@ -10,6 +10,7 @@ from celery import chord, current_app, shared_task
 from shared import jobs
 from shared.cache import Cache, make_client
 from shared.jobs import JOBS, QUEUE
+from shared.live import LIVE_SYNC_TASK
 from shared.settings import get_settings
 from workers import pipeline
 
@@ -140,3 +141,14 @@ def reap_abandoned_runs():
     for name in pipeline.reap_abandoned_runs(settings, cache):
         task_id, status = jobs.enqueue(cache.client, current_app.backend.client, _send, JOBS[name])
         log.warning("job=%s status=requeued task=%s enqueue=%s", name, task_id, status)
+
+
+@shared_task(name=LIVE_SYNC_TASK, soft_time_limit=540, time_limit=600)
+def sync_recent_activity():
+    """Beat runs it every LIVE_SYNC_SECONDS; a run that finds another one running returns at once."""
+    from workers import live
+
+    try:
+        return {"status": "success", **live.sync_recent_activity(get_settings(), _cache_client())}
+    except live.AlreadyRunning:
+        return {"status": "already_running", "job": "live_sync"}
