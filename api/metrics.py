@@ -23,7 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from api.accesslog import ALGORITHM, CACHE_HIT
+from shared.deadline import TimedOut
 from shared.jobs import JOBS
+from shared.live import sync_status
 
 bp = Blueprint("metrics", __name__)
 
@@ -72,7 +74,7 @@ class CountedConnection:
     def run(self, fn):
         try:
             return self._conn.run(fn)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        except (psycopg2.OperationalError, psycopg2.InterfaceError, TimedOut):
             self._count()
             raise
 
@@ -144,8 +146,9 @@ class JobCollector:
 
     def collect(self):
         up = GaugeMetricFamily("recs_job_metrics_up", "1 when job_runs could be read for this scrape")
+        settings = self.services.settings
         try:
-            jobs = self.services.recs_db.run(read_job_metrics)
+            jobs, live = self.services.recs_db.run(lambda cur: (read_job_metrics(cur), sync_status(cur, settings)))
         except Exception:  # a scrape still answers; the gauge says the job figures are missing
             up.add_metric([], 0)
             yield up
@@ -173,6 +176,16 @@ class JobCollector:
         yield from families.values()
         yield failed
         yield succeeded
+        # The live sync (recs.sync_recent_activity): absent until its first run.
+        if live.get("lag_s") is not None:
+            lag = GaugeMetricFamily("recs_live_sync_lag_seconds",
+                                    "How far behind the main DB the live sync may be (as in /health live_sync.lag_s)")
+            lag.add_metric([], float(live["lag_s"]))
+            since = GaugeMetricFamily("recs_live_sync_since_last_run_seconds",
+                                      "Seconds since the live sync last finished")
+            since.add_metric([], float(live["since_last_sync_s"]))
+            yield lag
+            yield since
 
 
 def exposition(services) -> bytes:

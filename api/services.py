@@ -28,8 +28,8 @@ class Services:
     @cached_property
     def recs_db(self) -> CountedConnection:
         return CountedConnection(LazyConnection(lambda: prepare(connect_recs(
-            self.settings, statement_timeout_ms=self.settings.db_timeout_ms, application_name="recs-api"))),
-            "recommendations_db")
+            self.settings, statement_timeout_ms=self.settings.db_timeout_ms, application_name="recs-api")),
+            deadline_s=self.settings.db_timeout_ms / 1000), "recommendations_db")
 
     @cached_property
     def source(self) -> SqlSource:

@@ -38,8 +38,7 @@ Gender = Literal[tuple(GENDER_ALIASES)]
 # The validators below are the rule; these schemas say the same for /openapi.json (schemathesis checks they agree).
 Age = Annotated[Union[JsonInt, str], WithJsonSchema(
     {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 130}, {"type": "string", "enum": list(AGE_GROUPS)}]})]
-# Any id (user, item): what shared.ids.parse_id accepts, as the document says it.
-Id = UserId = Annotated[Union[JsonInt, str], WithJsonSchema(ID_JSON_SCHEMA)]
+UserId = Annotated[Union[JsonInt, str], WithJsonSchema(ID_JSON_SCHEMA)]
 
 
 class RequestError(Exception):

@@ -117,13 +117,13 @@ def children(pid: int) -> list[int]:
 
 
 class Gunicorn:
-    def __init__(self, app: str, env: dict, log: Path):
+    def __init__(self, app: str, env: dict, log: Path, inherit_env: bool = True):
         self.port = free_port()
         self.log = log
         self.handle = open(log, "w")
         self.proc = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", app],
-            cwd=ROOT, env={**os.environ, **env, "PORT": str(self.port)},
+            cwd=ROOT, env={**(os.environ if inherit_env else {}), **env, "PORT": str(self.port)},
             stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{self.port}"
@@ -148,11 +148,13 @@ class Gunicorn:
 _RUNS = iter(range(1, 10**4))
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+def run_wrk(url: str, script: Path, connections: int, seconds: int, timeout_s: float | None = None) -> dict:
+    """timeout_s: wrk's per-request timeout (its default is 2 s; a reply later counts as a socket error)."""
     threads = min(connections, 2)
+    timeout = ["--timeout", f"{int(timeout_s)}s"] if timeout_s else []
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url,
-         "--", str(next(_RUNS))],
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", *timeout, "--latency", "-s",
+         str(script), url, "--", str(next(_RUNS))],
         capture_output=True, text=True, timeout=seconds + 60,
     )
     line = next((row for row in out.stdout.splitlines() if row.startswith("WRKJSON ")), None)

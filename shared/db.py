@@ -11,6 +11,7 @@ import time
 import psycopg2
 import psycopg2.extensions
 
+from shared.deadline import within
 from shared.settings import Settings
 
 # Connect timeout for the API's connections (libpq's minimum useful value is 2 s).
@@ -76,8 +77,9 @@ class LazyConnection:
     """
 
     def __init__(self, factory, retry_after_s: float = 1.0, size: int = API_POOL_SIZE,
-                 wait_s: float = API_CONNECT_TIMEOUT_S):
+                 wait_s: float = API_CONNECT_TIMEOUT_S, deadline_s: float | None = None):
         self._factory = factory
+        self._deadline_s = deadline_s
         self._idle: list = []
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()  # guards _idle and _failed_at; never held across I/O
@@ -135,7 +137,18 @@ class LazyConnection:
                 pass
 
     def run(self, fn):
-        """Call fn(cursor) on a borrowed connection; a connection-level error drops it and re-raises."""
+        """Call fn(cursor) on a borrowed connection; a connection-level error drops it and re-raises.
+
+        With deadline_s, the whole call (waiting for a connection, connecting, the query)
+        ends in shared.deadline.TimedOut after that long under gevent: a frozen server
+        costs a request this much, whatever else the request waited for (CPU, Redis).
+        """
+        if self._deadline_s is None:
+            return self._run(fn)
+        with within(self._deadline_s):
+            return self._run(fn)
+
+    def _run(self, fn):
         conn = self._borrow()
         broken = True
         try:
@@ -153,7 +166,7 @@ class LazyConnection:
             broken = False  # e.g. a missing table (autocommit): the connection is still usable
             raise
         except BaseException:
-            # The request deadline (gevent.Timeout) interrupted a wait on the server: the
+            # The call's deadline (gevent.Timeout) interrupted a wait on the server: the
             # connection is mid-protocol (psycogreen closes it), and the server is not answering.
             self._failed()
             raise

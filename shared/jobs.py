@@ -254,6 +254,17 @@ def record_finish(conn, run_id: int, status: str, rows: int | None = None, error
     conn.commit()
 
 
+def check_open(conn, run_id: int) -> None:
+    """A task continuing a run (a shard, the merge) only does so while the run's row is
+    `running`: one the watchdog abandoned, or that failed, has been replaced by a new run."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT status FROM job_runs WHERE id = %s", (run_id,))
+        row = cur.fetchone()
+    conn.commit()
+    if row is None or row[0] != "running":
+        raise LeaseLost(f"run {run_id} is {row[0] if row else 'gone'}, not running")
+
+
 def heartbeat(conn, run_id: int) -> None:
     """The run's row and its running step rows are alive."""
     with conn.cursor() as cur:

@@ -3,6 +3,7 @@ gunicorn, dependency errors from a really stopped Redis, job metrics read from j
 import base64
 import urllib.request
 
+import psycopg2
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
@@ -149,3 +150,28 @@ def test_metrics_need_credentials_when_basic_auth_is_on(tiny_env):
     open_client = create_app(tiny_env).test_client()
     assert open_client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
 
+
+
+def test_live_sync_lag_is_exported_after_a_sync(tiny_env):
+    import redis as redis_lib
+
+    from shared.cache import Cache
+    from shared.settings import load_settings
+    from workers import live
+
+    settings = load_settings(tiny_env)
+    url = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
+    try:
+        live.sync_recent_activity(settings, Cache(redis_lib.Redis.from_url(settings.recommendations_redis_url)))
+        client = create_app(tiny_env).test_client()
+        text = client.get("/metrics").get_data(as_text=True)
+        since = value(text, "recs_live_sync_since_last_run_seconds")
+        assert 0 <= since < 60
+        assert 0 <= value(text, "recs_live_sync_lag_seconds") < 60
+        assert client.get("/stats").get_json()["recommendations_db"]["live_sync"]["caught_up"] is True
+    finally:
+        conn = psycopg2.connect(url)
+        with conn.cursor() as cur:
+            cur.execute("TRUNCATE live_sync_state, live_touched_users")  # the shared tiny DB as it was
+        conn.commit()
+        conn.close()

@@ -216,6 +216,9 @@ def test_sharded_similarities_merge_to_the_same_tables(hand_env):
     assert query(url, "SELECT user_id, similar_user_id FROM user_similarities ORDER BY 1, 2") == whole  # untouched
     assert query(url, "SELECT status FROM job_runs WHERE id = %s", (run["run_id"],)) == [("failed",)]
     assert not jobs.is_running(cache.client, job)  # a failed merge ends the run
+    with pytest.raises(jobs.LeaseLost):  # and a late task of that run does nothing
+        pipeline.compute_similarity_shard(three, cache, 1, 3, run)
+    assert not jobs.is_running(cache.client, job)
 
     dispatched = pipeline.dispatch_user_similarities(three, cache, handles.append, token="t3")
     run = handles[-1]
@@ -421,3 +424,16 @@ def test_job_health_reports_stuck_and_late_jobs(hand_env):
     assert not health["freshness"]["cleanup_cache"]["late"]
     stuck = {s["task_id"]: s["reason"] for s in health["stuck"]}
     assert stuck["dead"].startswith("no heartbeat for 24") and "past its 3600s time limit" in stuck["slow"]
+
+
+def test_visibility_timeout_outlasts_every_time_limit_and_beat_sends_the_watchdog():
+    import celeryconfig
+    from workers.app import app
+
+    limits = {name: task.time_limit for name, task in app.tasks.items() if name.startswith("recs.")}
+    assert limits["recs.refresh_all"] == jobs.JOBS["refresh_all"].time_limit_s
+    # A message redelivered while its task still runs would start a second copy of the job.
+    assert all(limit < celeryconfig.broker_transport_options["visibility_timeout"]
+               for limit in limits.values() if limit), limits
+    assert celeryconfig.beat_schedule[jobs.REAPER_TASK]["schedule"].total_seconds() == 60
+    assert app.tasks[jobs.REAPER_TASK].time_limit < 60  # one tick never overlaps the next

@@ -158,6 +158,7 @@ def job_run(job_name: str, settings: Settings, cache: Cache, token: str | None =
         conn = connect_recs(settings, application_name=f"recs-job-{job_name}")
         if adopt:
             run_id = adopt["run_id"]
+            jobs.check_open(conn, run_id)
         else:
             jobs.abandon_unowned(conn, lease.names)  # we hold the lease: no other run of these is alive
             run_id = jobs.record_start(conn, job_name, token)
@@ -346,6 +347,15 @@ def joined_run(settings: Settings, cache: Cache, handle: dict):
     """Work for a run another task started (a similarity shard): renew its lease and
     heartbeat while working, leave both to the run. Yields the lease to check before writing."""
     lease = jobs.Lease(cache.client, jobs.JOBS[handle["job"]], settings.job_lease_seconds, handle["token"]).adopt()
+    try:
+        conn = connect_recs(settings, application_name="recs-job-check")
+        try:
+            jobs.check_open(conn, handle["run_id"])
+        finally:
+            conn.close()
+    except BaseException:
+        lease.release()  # it may have been taken again just now: not this run's any more
+        raise
     lease.start_renewing(_heartbeat(settings, handle["run_id"]))
     try:
         yield lease

@@ -133,7 +133,7 @@ def _send(task_name: str, task_id: str) -> None:
     current_app.send_task(task_name, task_id=task_id, queue=QUEUE)
 
 
-@shared_task(name=jobs.REAPER_TASK, ignore_result=True, soft_time_limit=50, time_limit=60)
+@shared_task(name=jobs.REAPER_TASK, ignore_result=True, soft_time_limit=45, time_limit=55)
 def reap_abandoned_runs():
     """The watchdog (beat, every minute): a run whose worker died is marked abandoned and
     its job queued again, unless it is queued or running already."""
