@@ -11,6 +11,9 @@ from shared.settings import Settings
 from shared.store import SqlSource, prepare
 
 REDIS_TIMEOUT_S = 0.25
+# Redis connections per web worker; requests beyond it wait their turn (up to the
+# request's deadline) instead of opening more.
+REDIS_POOL_SIZE = 32
 # /health and /readyz re-check dependencies at most this often per process.
 HEALTH_TTL_S = 1.5
 
@@ -21,7 +24,9 @@ class Services:
 
     @cached_property
     def cache(self) -> Cache:
-        return Cache(make_client(self.settings.recommendations_redis_url, timeout_s=REDIS_TIMEOUT_S),
+        return Cache(make_client(self.settings.recommendations_redis_url, timeout_s=REDIS_TIMEOUT_S,
+                                 max_connections=REDIS_POOL_SIZE,
+                                 pool_wait_s=self.settings.request_timeout_ms / 1000),
                      generation_check_s=self.settings.generation_check_ms / 1000,
                      on_error=dependency_error("redis"))
 

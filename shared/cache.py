@@ -57,8 +57,17 @@ class CacheUnavailable(Exception):
     pass
 
 
-def make_client(url: str, timeout_s: float = 0.5) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+def make_client(url: str, timeout_s: float = 0.5, max_connections: int | None = None,
+                pool_wait_s: float = 0.0) -> redis.Redis:
+    """A client with short socket timeouts. With max_connections (the API), callers share
+    at most that many connections and wait up to pool_wait_s for a free one: under gevent
+    every request is a greenlet, and an unbounded pool would open a Redis connection per
+    in-flight request (thousands under load, past Redis's maxclients)."""
+    if max_connections is None:
+        return redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_wait_s,
+                                                 socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    return redis.Redis(connection_pool=pool)
 
 
 def minute_key(minute: int) -> str:

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     taste_half_life_days: float = Field(90.0, ge=0.1, le=36500.0)
     similarity_shards: int = _int(1, 1, 1024)
     db_timeout_ms: int = _int(2000, 50, 600000)
-    request_timeout_ms: int = _int(10000, 100, 600000)
+    request_timeout_ms: int = _int(30000, 100, 600000)
     generation_check_ms: int = _int(1000, 0, 60000)
     job_lease_seconds: int = _int(60, 2, 3600)
     live_sync_seconds: int = _int(10, 1, 3600)

@@ -101,7 +101,10 @@ def main(argv=None) -> int:
                 (f"\n   error: {rec.error}" if rec.error else ""))
     finally:
         stack.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if os.environ.get("CHAOS_KEEP"):  # the servers' logs, for a case that failed
+            print(f"chaos: kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     meta = {
         "preset": args.preset, "maxmemory": plan.redis_maxmemory, "soak_default": FULL.soak_s,
         "json_path": "bench/results/chaos.json" if args.json == ROOT / "bench/results/chaos.json" else args.json.name,
