@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from shared.cache import Cache, make_client
+from shared.catalogue import Snapshot
 from shared.db import API_CONNECT_TIMEOUT_S, LazyConnection, connect_main, connect_recs
 from shared.settings import Settings
 from shared.store import SqlSource, prepare
@@ -28,6 +29,11 @@ class Services:
     @cached_property
     def source(self) -> SqlSource:
         return SqlSource(self.recs_db.run)
+
+    @cached_property
+    def snapshot(self) -> Snapshot:
+        """The catalogue snapshot and segment lists this process serves misses from."""
+        return Snapshot(self.recs_db.run)
 
     def connect_main(self):
         return connect_main(self.settings, statement_timeout_ms=self.settings.db_timeout_ms,

@@ -38,6 +38,9 @@ GEN_TTL_S = 30 * 86400
 STATS_TTL_S = 8 * 86400
 LIST_PATTERNS = (PREFIX + "pop:*", PREFIX + "pers:*", PREFIX + "prof:*")
 LIVE_GEN_KEY = PREFIX + "gen:live"
+# The generations (popular.profiles.similarities) the stored user_lists were built from:
+# serving answers from a precomputed list only while this equals the current ones.
+LISTS_KEY = PREFIX + "gen:lists"
 UNAVAILABLE_KEY = PREFIX + "live:unavailable"
 UNAVAILABLE_TTL_S = 7 * 86400  # the popular refresh trims it long before
 LIKED, UNLIKED = b"l", b"u"
@@ -82,8 +85,19 @@ def feedback_key(user_id: int) -> str:
     return f"{PREFIX}fb:{user_id}"
 
 
+def basis(gens: dict) -> str:
+    """The data generations a personal list depends on."""
+    return f"{gens['popular']}.{gens['profiles']}.{gens['similarities']}"
+
+
+def lists_current(gens: dict | None) -> bool:
+    """Whether the stored user_lists were built from the current generations."""
+    return gens is not None and gens.get("lists") == basis(gens)
+
+
 def user_list_field(gens: dict, geo_id: int, filters_key: str) -> str:
-    return f"l:{gens['popular']}.{gens['profiles']}.{gens['similarities']}:{geo_id}:{filters_key}"
+    # No lists generation: an answer from a precomputed list equals the computed one.
+    return f"l:{basis(gens)}:{geo_id}:{filters_key}"
 
 
 def user_profile_field(gens: dict) -> str:
@@ -138,15 +152,18 @@ class Cache:
                 self._failed_at = time.monotonic()
             raise CacheUnavailable(str(exc)) from exc
 
-    def generations(self) -> dict:
-        """Current generations, re-read at most every generation_check_s; flushes counters."""
+    def generations(self, fresh: bool = False) -> dict:
+        """Current generations, re-read at most every generation_check_s; flushes counters.
+
+        gens["lists"] is the basis of the stored user_lists (see lists_current).
+        """
         now = time.monotonic()
-        if self._gens is not None and now - self._gens_at < self._generation_check_s:
+        if not fresh and self._gens is not None and now - self._gens_at < self._generation_check_s:
             return self._gens
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS] + [LIVE_GEN_KEY])
+            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS] + [LISTS_KEY, LIVE_GEN_KEY])
             requests, misses = self._requests, self._misses
             if requests or misses:
                 key = _stats_key()
@@ -159,7 +176,9 @@ class Cache:
             if values[-1] != self._live_gen:  # the unavailable set changed: one more read, rarely
                 self.unavailable = frozenset(int(i) for i in self.client.hkeys(UNAVAILABLE_KEY))
                 self._live_gen = values[-1]
-            return {k: (v.decode() if v else "0") for k, v in zip(GEN_KINDS, values)}
+            gens = {k: (v.decode() if v else "0") for k, v in zip(GEN_KINDS, values)}
+            gens["lists"] = values[len(GEN_KINDS)].decode() if values[len(GEN_KINDS)] else ""
+            return gens
 
         self._gens = self._call(run)
         self._gens_at = now
@@ -262,6 +281,10 @@ class Cache:
             pipe.execute()
 
         self._call(run)
+
+    def set_lists_basis(self, gens: dict) -> None:
+        """Record the generations the user_lists just swapped in were built from."""
+        self.client.set(LISTS_KEY, basis(gens), ex=GEN_TTL_S)
 
     def bump(self, kind: str) -> str:
         """New generation for a data kind: a timestamp, so an expired counter never rewinds."""

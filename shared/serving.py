@@ -29,6 +29,10 @@ class Filters:
     category: str | None = None
     geo_id: int | None = None
 
+    @property
+    def empty(self) -> bool:
+        return self.price_from is None and self.price_to is None and self.category is None and self.geo_id is None
+
     def key(self) -> str:
         """Cache-key fragment: every field that changes the list, nothing else."""
         return f"{_num(self.price_from)}:{_num(self.price_to)}:{self.category or ANY}:{self.geo_id or ANY_GEO}"
@@ -116,15 +120,26 @@ class Ranked:
         ids, seen, filters, exclude = self.ids, self._seen, self.filters, self.exclude  # locals: a hot loop
         start = len(ids)
         room = self.size - start
-        for item in candidates:
-            if room <= 0:
-                break
-            item_id = item[0]  # Item.item_id
-            if item_id in seen or not allowed(item, filters, exclude):
-                continue
-            seen.add(item_id)
-            ids.append(item_id)
-            room -= 1
+        if filters.empty:  # allowed() without filters, inlined: the precompute's case
+            for item in candidates:
+                if room <= 0:
+                    break
+                item_id = item[0]  # Item.item_id
+                if item_id in seen or not item[5] or item_id in exclude:  # Item.in_stock
+                    continue
+                seen.add(item_id)
+                ids.append(item_id)
+                room -= 1
+        else:
+            for item in candidates:
+                if room <= 0:
+                    break
+                item_id = item[0]
+                if item_id in seen or not allowed(item, filters, exclude):
+                    continue
+                seen.add(item_id)
+                ids.append(item_id)
+                room -= 1
         if len(ids) > start:
             self.sections.append((algorithm, start))
 
@@ -167,14 +182,18 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
 def _normalised(pairs) -> dict:
     top = max((score for _, score in pairs), default=0.0) or 1.0
     out = {}
+    get = out.get
     for item, score in pairs:
-        if score / top > out.get(item.item_id, (None, -1.0))[1]:  # an item can come from two lists
-            out[item.item_id] = (item, score / top)
+        value = score / top
+        prev = get(item[0])  # Item.item_id
+        if value > (-1.0 if prev is None else prev[1]):  # an item can come from two lists
+            out[item[0]] = (item, value)
     return out
 
 
 def _ranked(scored: dict) -> list[Item]:
-    return [item for item, _ in sorted(scored.values(), key=lambda pair: (-pair[1], pair[0].item_id))]
+    # Score descending, then item id: plain tuples sort in C (ids are unique, items never compared).
+    return [entry[2] for entry in sorted([(-score, item[0], item) for item, score in scored.values()])]
 
 
 def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]]) -> dict:
@@ -193,23 +212,32 @@ def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]])
     return scored
 
 
-def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict:
-    """Popular candidates re-ranked by the profile; returns the user's segment list as read.
+def content_segments(profile: Profile, segment: tuple) -> list[tuple]:
+    """The segments whose popular lists are content-based candidates, the user's own first.
 
-    The user's own segment is read to ranked.size rows (its top CONTENT_CANDIDATES are
-    candidates) so that the popular fill-in can reuse it instead of reading it again.
+    The user's segment overall and per preferred category, and each category's global
+    list so a thin segment does not starve the ranking.
     """
     geo, gender, age, category = segment
     if category != ANY:
         categories = [category]
     else:
         categories = sorted(profile.categories, key=lambda c: (-profile.categories[c], c))[:CONTENT_CATEGORIES]
-    # Candidates in one read: the user's segment overall and per preferred category, and
-    # each category's global list so a thin segment does not starve the ranking.
     segments = [(geo, gender, age, category)]
     for cat in categories:
         chain = fallback_chain(geo, gender, age, cat)
         segments.extend(seg for seg in (chain[0], chain[-1]) if seg not in segments)
+    return segments
+
+
+def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict:
+    """Popular candidates re-ranked by the profile; returns the user's segment list as read.
+
+    The user's own segment is read to ranked.size rows (its top CONTENT_CANDIDATES are
+    candidates) so that the popular fill-in can reuse it instead of reading it again.
+    All candidates come in one read.
+    """
+    segments = content_segments(profile, segment)
     limits = [ranked.size] + [CONTENT_CANDIDATES] * (len(segments) - 1)
     lists = source.popular(segments, ranked.filters, limits, ranked.exclude)
     own = lists.get(segments[0], [])
@@ -230,9 +258,10 @@ def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tup
         ranked.extend(COLLABORATIVE, _ranked(scored))
         return None
     read = segment_popular(ranked, source, segment)
+    get = scored.get
     for item_id, (item, pop) in _normalised(next(reversed(read.values()))).items():
-        base = scored.get(item_id, (item, 0.0))[1]
-        scored[item_id] = (item, base + COLLABORATIVE_POPULARITY * pop)
+        prev = get(item_id)
+        scored[item_id] = (item, (0.0 if prev is None else prev[1]) + COLLABORATIVE_POPULARITY * pop)
     ranked.extend(COLLABORATIVE, _ranked(scored))
     return read
 
@@ -251,6 +280,22 @@ def algorithm_for(interaction_count: int) -> str:
     return POPULAR
 
 
+def user_segment(profile: Profile | None, geo_id: int | None, filters: Filters) -> tuple:
+    """The popular segment a personal list draws on: the request's geo, else the user's."""
+    geo = geo_id if geo_id is not None else (profile.geo_id if profile and profile.geo_id else ANY_GEO)
+    return (geo, (profile.gender if profile else None) or ANY, (profile.age_group if profile else None) or ANY,
+            filters.category or ANY)
+
+
+def segments_needed(profile: Profile | None, geo_id: int | None, filters: Filters) -> list[tuple]:
+    """Every segment list personalized_list may read for this request, so a source can fetch them at once."""
+    segment = user_segment(profile, geo_id, filters)
+    out = fallback_chain(*segment)
+    if profile is not None and algorithm_for(profile.interaction_count) == CONTENT_BASED:
+        out += [seg for seg in content_segments(profile, segment) if seg not in out]
+    return out
+
+
 def personalized_list(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
                       profile: Profile | None = None, exclude=frozenset()) -> tuple[Ranked, str]:
     """The user's full ranked list and the algorithm their history calls for.
@@ -264,9 +309,7 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
     algorithm = algorithm_for(count)
     liked = profile.liked if profile else frozenset()
     ranked = Ranked(size, filters, liked | exclude if exclude else liked)
-    geo = geo_id if geo_id is not None else (profile.geo_id if profile and profile.geo_id else ANY_GEO)
-    segment = (geo, (profile.gender if profile else None) or ANY, (profile.age_group if profile else None) or ANY,
-               filters.category or ANY)
+    segment = user_segment(profile, geo_id, filters)
     read = None
     if algorithm == COLLABORATIVE:
         read = add_collaborative(ranked, source, user_id, segment)
@@ -275,6 +318,120 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
     if not ranked.full:
         add_popular(ranked, source, segment, read)
     return ranked, algorithm
+
+
+class PersonalList(NamedTuple):
+    """A user's whole list as the workers precompute it: personalized_list without request filters."""
+
+    ids: list
+    sections: list  # [(algorithm, index of its first item)]
+    algorithm: str  # the user's primary algorithm
+    geo_id: int | None  # the profile's geo the list's segment used
+    geo_safe: bool  # no item it read is tied to another geo: a request filtered to geo_id gets the same list
+
+
+class _GeoWatch:
+    """A Source wrapper noting whether any item read is tied to a geo other than `geo`."""
+
+    def __init__(self, source: Source, geo: int | None):
+        self.source, self.geo, self.safe = source, geo, geo is not None
+
+    def _watch(self, pairs):
+        if self.safe:
+            geo = self.geo
+            for pair in pairs:
+                item_geo = pair[0][4]  # Item.geo_id
+                if item_geo is not None and item_geo != geo:
+                    self.safe = False
+                    break
+        return pairs
+
+    def popular(self, segments, filters=None, limit=None, skip=()):
+        lists = self.source.popular(segments, filters, limit, skip)
+        for pairs in lists.values():
+            self._watch(pairs)
+        return lists
+
+    def profile(self, user_id):
+        return self.source.profile(user_id)
+
+    def collaborative(self, user_id):
+        return self._watch(self.source.collaborative(user_id))
+
+
+def precompute_list(source: Source, profile: Profile, size: int) -> PersonalList:
+    """The list the workers store for a user: personalized_list with no request filters.
+
+    The source reads are watched so that serving knows whether a request filtered to
+    the user's own geo would have read exactly the same rows (see precomputed_answers).
+    """
+    watch = _GeoWatch(source, profile.geo_id)
+    ranked, algorithm = personalized_list(watch, profile.user_id, None, Filters(), size, profile=profile)
+    return PersonalList(ranked.ids, ranked.sections, algorithm, profile.geo_id, watch.safe)
+
+
+def precomputed_answers(plist: PersonalList, profile: Profile, geo_id: int | None, filters: Filters) -> bool:
+    """Whether a precomputed list is exactly what personalized_list gives this request.
+
+    True for a request without price or category filters whose segment is the one the
+    list was built on, and whose geo filter (if any) is the user's own geo when the
+    list read no item tied to another geo: every read then returns the same rows, so
+    the computation is the same. The list must also match the profile's current
+    bucket. Anything else is computed (personalized_list) from the segment lists.
+    """
+    if filters.price_from is not None or filters.price_to is not None or filters.category is not None:
+        return False
+    if plist.algorithm != algorithm_for(profile.interaction_count) or plist.geo_id != profile.geo_id:
+        return False
+    own = profile.geo_id or ANY_GEO
+    if (geo_id if geo_id is not None else own) != own:
+        return False
+    return filters.geo_id is None or (filters.geo_id == profile.geo_id and plist.geo_safe)
+
+
+class Listed(NamedTuple):
+    """A served list: ids and sections, as Ranked has them."""
+
+    ids: list
+    sections: list
+
+
+def personal_answer(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
+                    profile: Profile, plist: PersonalList | None = None, exclude=frozenset()):
+    """(list, primary algorithm) for a /personalized request: the precomputed list when it
+    answers the request exactly (precomputed_answers), the liked and excluded items
+    dropped from it; else personalized_list on the source."""
+    if plist is not None and precomputed_answers(plist, profile, geo_id, filters):
+        ids, sections = without(plist.ids, plist.sections, profile.liked | exclude if exclude else profile.liked)
+        return Listed(ids, sections), plist.algorithm
+    return personalized_list(source, user_id, geo_id, filters, size, profile=profile, exclude=exclude)
+
+
+def take(pairs, filters: Filters, limit: int | None, skip) -> list:
+    """The first `limit` (item, score) pairs that pass the filters and are not skipped.
+
+    What Source.popular returns per segment; in-memory sources use this.
+    """
+    out = []
+    if limit is not None and limit <= 0:
+        return out
+    room = limit if limit is not None else -1
+    if filters.empty:  # allowed() without filters, inlined
+        for pair in pairs:
+            item = pair[0]
+            if item[5] and item[0] not in skip:  # Item.in_stock, Item.item_id
+                out.append(pair)
+                room -= 1
+                if not room:
+                    break
+        return out
+    for pair in pairs:
+        if allowed(pair[0], filters, skip):
+            out.append(pair)
+            room -= 1
+            if not room:
+                break
+    return out
 
 
 def without(ids: list, sections: list, excluded) -> tuple[list, list]:

@@ -71,6 +71,8 @@ class Settings:
     popular_items_refresh_minutes: int
     user_profiles_refresh_minutes: int
     user_similarities_refresh_minutes: int
+    user_lists_refresh_minutes: int
+    list_processes: int
     cache_cleanup_hours: int
     cache_ttl_popular: int
     cache_ttl_personalized: int
@@ -130,6 +132,8 @@ def load_settings(env=None) -> Settings:
         popular_items_refresh_minutes=_int(env, "POPULAR_ITEMS_REFRESH_MINUTES", 15, 1, 10080),
         user_profiles_refresh_minutes=_int(env, "USER_PROFILES_REFRESH_MINUTES", 30, 1, 10080),
         user_similarities_refresh_minutes=_int(env, "USER_SIMILARITIES_REFRESH_MINUTES", 60, 1, 10080),
+        user_lists_refresh_minutes=_int(env, "USER_LISTS_REFRESH_MINUTES", 15, 1, 10080),
+        list_processes=_int(env, "LIST_PROCESSES", 2, 1, 64),
         cache_cleanup_hours=_int(env, "CACHE_CLEANUP_HOURS", 6, 1, 720),
         cache_ttl_popular=_int(env, "CACHE_TTL_POPULAR", 900, 1, 604800),
         cache_ttl_personalized=_int(env, "CACHE_TTL_PERSONALIZED", 7200, 1, 604800),

@@ -24,6 +24,7 @@ from workers.compute.interactions import WeightConfig, demographics, weighted
 from workers.compute.popular import compute_popular
 from workers.compute.profiles import compute_profiles
 from workers.compute.similarities import SimilarityConfig, compute_similarities
+from workers import lists
 
 log = logging.getLogger("recs.jobs")
 CHUNK_ROWS = 200_000
@@ -42,6 +43,9 @@ class Snapshot:
     users: pd.DataFrame
     stats: dict
     _pairs: dict = field(default_factory=dict, repr=False)
+    # What each step computed and the generation it bumped, for a later step of the same
+    # refresh (the list precompute) to reuse instead of reading it back.
+    outputs: dict = field(default_factory=dict, repr=False)
 
     def pairs(self, settings: Settings) -> pd.DataFrame:
         """Weighted (user, item) pairs, computed once per weighting: refresh_all shares them."""
@@ -141,11 +145,12 @@ def refresh_popular_items(settings: Settings, cache: Cache, snapshot: Snapshot |
             {
                 "items": (ITEM_COLUMNS, frame_chunks(items, ITEM_COLUMNS)),
                 "popular_items": (POPULAR_COLUMNS, frame_chunks(pop, POPULAR_COLUMNS)),
+                "popular_lists": (lists.SEGMENT_COLUMNS, lists.segment_chunks(pop)),
                 "main_db_stats": (["name", "value"], frame_chunks(stats, ["name", "value"])),
             },
             progress,
         )
-        cache.bump("popular")
+        snap.outputs["popular"] = (pop, cache.bump("popular"))
     return result
 
 
@@ -153,12 +158,13 @@ def update_user_profiles(settings: Settings, cache: Cache, snapshot: Snapshot | 
     with job_run("user_profiles", settings, cache) as result:
         snap = snapshot or read_snapshot(settings)
         prof = compute_profiles(snap.pairs(settings), snap.demographics(), snap.items)
+        kept = prof[lists.PROFILE_COLUMNS].copy()
         prof["liked_item_ids"] = prof["liked_item_ids"].map(_pg_array)
         prof["geo_id"] = prof["geo_id"].astype("Int64")
         cols = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
                 "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
         result["rows"] = _write(settings, {"user_profiles": (cols, frame_chunks(prof, cols))}, progress)
-        cache.bump("profiles")
+        snap.outputs["profiles"] = (kept, cache.bump("profiles"))
     return result
 
 
@@ -182,6 +188,8 @@ def _similarity_chunks(snap: Snapshot, settings: Settings, shard: int, shards: i
         "scores": recs["scores"].map(lambda a: _pg_array(np.round(a, 5))),
     })
     frames = {"user_similarities": sims, "user_recommendations": recs_out}
+    # The list precompute reads the scores as the DB holds them (the text written here).
+    snap.outputs.setdefault("recommendations", []).append(recs_out)
     return {table: list(frame_chunks(frames[table], cols)) for table, cols in SIMILARITY_COLUMNS.items()}
 
 
@@ -195,7 +203,34 @@ def update_user_similarities(settings: Settings, cache: Cache, snapshot: Snapsho
         tables = {table: (cols, [chunk for part in parts for chunk in part[table]])
                   for table, cols in SIMILARITY_COLUMNS.items()}
         result["rows"] = _write(settings, tables, progress)
-        cache.bump("similarities")
+        snap.outputs["similarities"] = cache.bump("similarities")
+    return result
+
+
+def update_user_lists(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None) -> dict:
+    """Every user's precomputed list (workers/lists.py), swapped in, then its basis recorded.
+
+    In refresh_all it reuses what the steps before computed; alone (beat) it reads the
+    recommendations DB, the generations first, so the recorded basis is never newer
+    than the data. Serving uses a list only while its basis is the current generations.
+    """
+    with job_run("user_lists", settings, cache) as result:
+        outputs = snapshot.outputs if snapshot is not None else {}
+        if {"popular", "profiles", "recommendations", "similarities"} <= set(outputs):
+            (pop, pop_gen), (prof, prof_gen) = outputs["popular"], outputs["profiles"]
+            basis = {"popular": pop_gen, "profiles": prof_gen, "similarities": outputs["similarities"]}
+            source = lists.memory_source(snapshot.items, pop, prof, pd.concat(outputs["recommendations"]))
+        else:
+            basis = cache.generations(fresh=True)
+            conn = connect_recs(settings, application_name="recs-job-user_lists")
+            try:
+                source = lists.source_from_db(conn)
+            finally:
+                conn.close()
+        users = source.active_user_ids()
+        chunks = lists.list_chunks(source, users, settings.recommendation_list_size, settings.list_processes)
+        result["rows"] = _write(settings, {"user_lists": (lists.COLUMNS, chunks)}, progress)
+        cache.set_lists_basis(basis)
     return result
 
 
@@ -311,6 +346,7 @@ STEPS = (
     ("popular_items", refresh_popular_items),
     ("user_profiles", update_user_profiles),
     ("user_similarities", update_user_similarities),
+    ("user_lists", update_user_lists),
     ("cleanup_cache", cleanup_cache),
 )
 

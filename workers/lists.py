@@ -1,0 +1,138 @@
+"""Precomputed personal lists: for every user with interactions, the whole list
+shared.serving.personalized_list gives without request filters (precompute_list).
+
+The same serving code runs against in-memory data (workers.memory_source), the way
+the evaluator runs it, so a stored list is exactly what the API would compute. The
+Python loop is the cost (about a millisecond a user), so users are split over forked
+processes that share the source copy-on-write; each returns a CSV chunk to COPY.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+
+import numpy as np
+import pandas as pd
+
+from shared.serving import PersonalList, precompute_list
+from shared.store import encode_sections
+from workers.memory_source import PROFILE_COLUMNS, MemorySource  # noqa: F401 (PROFILE_COLUMNS: the pipeline's)
+
+log = logging.getLogger("recs.jobs")
+CHUNK_USERS = 2000
+COLUMNS = ["user_id", "item_ids", "sections", "algorithm", "geo_id", "geo_safe"]
+
+_STATE: tuple | None = None  # (source, size) for forked children: set before the pool starts
+
+
+def csv_row(user_id: int, plist: PersonalList) -> str:
+    geo = "" if plist.geo_id is None else plist.geo_id
+    return (f'{user_id},"{{{",".join(map(str, plist.ids))}}}","{encode_sections(plist.sections)}",'
+            f'{plist.algorithm},{geo},{"t" if plist.geo_safe else "f"}\n')
+
+
+def _chunk(user_ids) -> str:
+    source, size = _STATE
+    buf = io.StringIO()
+    for user_id in user_ids:
+        buf.write(csv_row(user_id, precompute_list(source, source.profile(user_id), size)))
+    return buf.getvalue()
+
+
+def list_chunks(source, user_ids: list[int], size: int, processes: int = 2):
+    """CSV chunks (StringIO) of user_lists rows, computed over `processes` forked processes."""
+    global _STATE
+    parts = [user_ids[i:i + CHUNK_USERS] for i in range(0, len(user_ids), CHUNK_USERS)]
+    _STATE = (source, size)
+    try:
+        if processes <= 1 or len(parts) <= 1 or multiprocessing.current_process().daemon:
+            for part in parts:
+                yield io.StringIO(_chunk(part))
+            return
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            for text in pool.imap(_chunk, parts):
+                yield io.StringIO(text)
+    finally:
+        _STATE = None
+
+
+# ---------------------------------------------------------------- sources
+
+def memory_source(items: pd.DataFrame, popular: pd.DataFrame, profiles: pd.DataFrame,
+                  recommendations: pd.DataFrame) -> MemorySource:
+    """The in-memory source over a refresh's outputs. `recommendations` holds the
+    user_recommendations rows as written ('{..}' text), so the collaborative scores are
+    exactly the values the API reads back."""
+    return MemorySource(items, popular, profiles, recommendations)
+
+
+def _copy_frame(conn, sql: str, **read_csv) -> pd.DataFrame:
+    buf = io.StringIO()
+    with conn.cursor() as cur:
+        cur.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", buf)
+    buf.seek(0)
+    # pandas 3 parses floats exactly (round trip): the values psycopg2 gives the API.
+    return pd.read_csv(buf, keep_default_na=True, **read_csv)
+
+
+def _id_list(text) -> list:
+    return [int(v) for v in text[1:-1].split(",")] if isinstance(text, str) and len(text) > 2 else []
+
+
+def source_from_db(conn) -> MemorySource:
+    """The in-memory source over what the recommendations DB holds now, read in one snapshot."""
+    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    items = _copy_frame(conn, "SELECT item_id, price, category, platform, geo_id, in_stock FROM items",
+                        dtype={"category": "string", "platform": "string"})
+    items["in_stock"] = items["in_stock"].map({"t": True, "f": False}).astype(bool)
+    items["geo_id"] = items["geo_id"].astype("Int64")
+    popular = _copy_frame(conn, "SELECT geo_id, gender, age_group, category, item_id, popularity_score "
+                                "FROM popular_items ORDER BY geo_id, gender, age_group, category, "
+                                "popularity_score DESC, item_id")
+    profiles = _copy_frame(conn, "SELECT user_id, interaction_count, preferred_categories, preferred_platforms, "
+                                 "avg_price, liked_item_ids, gender, age_group, geo_id FROM user_profiles",
+                           dtype={"gender": "string", "age_group": "string"})
+    profiles["liked_item_ids"] = profiles["liked_item_ids"].map(_id_list)
+    profiles["geo_id"] = profiles["geo_id"].astype("Int64")
+    recs = _copy_frame(conn, "SELECT user_id, item_ids, scores FROM user_recommendations",
+                       dtype={"item_ids": "string", "scores": "string"})
+    conn.rollback()
+    return MemorySource(items, popular, profiles, recs.astype({"item_ids": object, "scores": object}))
+
+
+# ---------------------------------------------------------------- popular_lists
+
+SEGMENT_COLUMNS = ["geo_id", "gender", "age_group", "category", "item_ids", "scores"]
+SEGMENT_KEYS = ["geo_id", "gender", "age_group", "category"]
+
+
+def segment_chunks(popular: pd.DataFrame, per_chunk: int = 5000):
+    """popular_lists rows (CSV chunks) from compute_popular's frame, which is in serving
+    order: segment, then score descending, then item id. Scores as repr (exact float8)."""
+    n = len(popular)
+    if not n:
+        return
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    for key in SEGMENT_KEYS:
+        values = popular[key].to_numpy()
+        change[1:] |= values[1:] != values[:-1]
+    starts = np.flatnonzero(change).tolist() + [n]
+    keys = popular[SEGMENT_KEYS].to_numpy()
+    ids = popular["item_id"].to_numpy().tolist()
+    scores = popular["popularity_score"].to_numpy().tolist()
+    buf = io.StringIO()
+    for i, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+        geo, gender, age, category = keys[a]
+        buf.write(f'{int(geo)},{gender},{age},{_csv_text(category)},"{{{",".join(map(str, ids[a:b]))}}}",'
+                  f'"{{{",".join(map(repr, scores[a:b]))}}}"\n')
+        if (i + 1) % per_chunk == 0:
+            yield buf
+            buf = io.StringIO()
+    if buf.tell():
+        yield buf
+
+
+def _csv_text(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
