@@ -7,7 +7,7 @@ Pure Python, no pandas: it runs on the request path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Protocol
 
 from shared.demographics import ANY, ANY_GEO, fallback_chain
@@ -321,72 +321,119 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
 
 
 class PersonalList(NamedTuple):
-    """A user's whole list as the workers precompute it: personalized_list without request filters."""
+    """A user's whole list as the workers precompute it (precompute_list)."""
 
     ids: list
     sections: list  # [(algorithm, index of its first item)]
     algorithm: str  # the user's primary algorithm
-    geo_id: int | None  # the profile's geo the list's segment used
-    geo_safe: bool  # no item it read is tied to another geo: a request filtered to geo_id gets the same list
+    geo_id: int | None  # the profile's geo: the list's segment and geo filter
+    geo_safe: bool  # the geo filter removed nothing it read: a request without it gets the same list
+    price_lo: float | None  # lowest and highest price of every item it read (None: it read an unpriced item)
+    price_hi: float | None
 
 
-class _GeoWatch:
-    """A Source wrapper noting whether any item read is tied to a geo other than `geo`."""
+class _ReadWatch:
+    """The precompute's Source wrapper: what other requests would change in what a list read.
+
+    geo_safe: no read would have returned an item tied to another geo without the geo
+    filter (popular reads with a geo filter are made without it, then filtered here).
+    price_lo/price_hi: the price range of every item the computation used.
+    """
 
     def __init__(self, source: Source, geo: int | None):
-        self.source, self.geo, self.safe = source, geo, geo is not None
+        self.source, self.geo = source, geo
+        self.geo_safe = True
+        self.lo, self.hi, self.unpriced = math.inf, -math.inf, False
 
-    def _watch(self, pairs):
-        if self.safe:
-            geo = self.geo
-            for pair in pairs:
-                item_geo = pair[0][4]  # Item.geo_id
-                if item_geo is not None and item_geo != geo:
-                    self.safe = False
-                    break
-        return pairs
+    def _note(self, pairs, check_geo: bool):
+        lo, hi, geo = self.lo, self.hi, self.geo
+        for pair in pairs:
+            item = pair[0]
+            price = item[1]  # Item.price
+            if price is None:
+                self.unpriced = True
+            else:
+                if price < lo:
+                    lo = price
+                if price > hi:
+                    hi = price
+            if check_geo and item[4] is not None and item[4] != geo:  # Item.geo_id
+                self.geo_safe = False
+        self.lo, self.hi = lo, hi
+
+    def _foreign(self, pairs) -> bool:
+        geo = self.geo
+        return any(pair[0][4] is not None and pair[0][4] != geo for pair in pairs)
 
     def popular(self, segments, filters=None, limit=None, skip=()):
-        lists = self.source.popular(segments, filters, limit, skip)
-        for pairs in lists.values():
-            self._watch(pairs)
-        return lists
+        filters = filters or Filters()
+        if filters.geo_id is None:
+            lists = self.source.popular(segments, filters, limit, skip)
+            for pairs in lists.values():
+                self._note(pairs, False)
+            return lists
+        lists = self.source.popular(segments, replace(filters, geo_id=None), None, skip)
+        limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(segments)
+        out = {}
+        for seg, lim in zip(segments, limits):
+            rows = lists.get(seg)
+            if rows is None:
+                continue
+            if self.geo_safe and self._foreign(rows if lim is None else rows[:lim]):
+                self.geo_safe = False
+            out[seg] = take(rows, filters, lim, ())
+            self._note(out[seg], False)
+        return out
 
     def profile(self, user_id):
         return self.source.profile(user_id)
 
     def collaborative(self, user_id):
-        return self._watch(self.source.collaborative(user_id))
+        pairs = self.source.collaborative(user_id)  # all of it is ranked, whatever the filters
+        self._note(pairs, True)
+        return pairs
 
 
 def precompute_list(source: Source, profile: Profile, size: int) -> PersonalList:
-    """The list the workers store for a user: personalized_list with no request filters.
+    """The list the workers store for a user: what /personalized serves a request with no
+    price or category filter and the user's own geo (the Rails app sends it), i.e.
+    personalized_list with the profile's geo as segment and geo filter (none without one).
 
-    The source reads are watched so that serving knows whether a request filtered to
-    the user's own geo would have read exactly the same rows (see precomputed_answers).
+    The reads are watched, so that serving knows which other requests get the same
+    list (see precomputed_answers).
     """
-    watch = _GeoWatch(source, profile.geo_id)
-    ranked, algorithm = personalized_list(watch, profile.user_id, None, Filters(), size, profile=profile)
-    return PersonalList(ranked.ids, ranked.sections, algorithm, profile.geo_id, watch.safe)
+    geo = profile.geo_id or None
+    watch = _ReadWatch(source, geo)
+    ranked, algorithm = personalized_list(watch, profile.user_id, geo, Filters(geo_id=geo), size, profile=profile)
+    priced = not watch.unpriced and watch.lo <= watch.hi
+    return PersonalList(ranked.ids, ranked.sections, algorithm, geo, geo is not None and watch.geo_safe,
+                        watch.lo if priced else None, watch.hi if priced else None)
 
 
 def precomputed_answers(plist: PersonalList, profile: Profile, geo_id: int | None, filters: Filters) -> bool:
     """Whether a precomputed list is exactly what personalized_list gives this request.
 
-    True for a request without price or category filters whose segment is the one the
-    list was built on, and whose geo filter (if any) is the user's own geo when the
-    list read no item tied to another geo: every read then returns the same rows, so
-    the computation is the same. The list must also match the profile's current
-    bucket. Anything else is computed (personalized_list) from the segment lists.
+    The request must have no category filter, use the list's segment (its geo is the
+    user's own or none), have the list's geo filter (or none when that filter removed
+    nothing the list read), and a price range that holds every item the list read.
+    Every read then returns the same rows, so the computation is the same. The list
+    must also be for the profile's current bucket and geo. Anything else is computed
+    (personalized_list) from the segment lists.
     """
-    if filters.price_from is not None or filters.price_to is not None or filters.category is not None:
+    if filters.category is not None:
         return False
-    if plist.algorithm != algorithm_for(profile.interaction_count) or plist.geo_id != profile.geo_id:
+    if plist.algorithm != algorithm_for(profile.interaction_count) or plist.geo_id != (profile.geo_id or None):
         return False
-    own = profile.geo_id or ANY_GEO
+    own = plist.geo_id or ANY_GEO
     if (geo_id if geo_id is not None else own) != own:
         return False
-    return filters.geo_id is None or (filters.geo_id == profile.geo_id and plist.geo_safe)
+    if filters.geo_id != plist.geo_id and not (filters.geo_id is None and plist.geo_safe):
+        return False
+    if filters.price_from is not None and (plist.price_lo is None or filters.price_from > plist.price_lo):
+        return False
+    if filters.price_to is not None and (plist.price_hi is None or filters.price_to < plist.price_hi):
+        return False
+    return True
 
 
 class Listed(NamedTuple):

@@ -62,7 +62,7 @@ ORDER BY r.ord
 USER_SQL = """
 SELECT p.user_id IS NOT NULL, p.interaction_count, p.preferred_categories, p.preferred_platforms, p.avg_price,
        p.liked_item_ids, p.gender, p.age_group, p.geo_id,
-       l.item_ids, l.sections, l.algorithm, l.geo_id, l.geo_safe, r.item_ids, r.scores
+       l.item_ids, l.sections, l.algorithm, l.geo_id, l.geo_safe, l.price_lo, l.price_hi, r.item_ids, r.scores
 FROM (SELECT $1::bigint AS user_id) q
 LEFT JOIN user_profiles p ON p.user_id = q.user_id
 LEFT JOIN user_lists l ON l.user_id = q.user_id
@@ -161,8 +161,8 @@ class SqlSource:
         if row[0]:
             profile = Profile(user_id, row[1], row[2] or {}, row[3] or {}, row[4], frozenset(row[5] or ()), row[6],
                               row[7], row[8])
-        plist = None if row[9] is None else PersonalList(row[9], decode_sections(row[10]), row[11], row[12], row[13])
-        return UserRow(profile, plist, (row[14] or [], row[15] or []))
+        plist = None if row[9] is None else PersonalList(row[9], decode_sections(row[10]), *row[11:16])
+        return UserRow(profile, plist, (row[16] or [], row[17] or []))
 
     def segment_lists(self, segments) -> dict:
         """{segment: (item ids, scores)} of the segments that have a popular list, in one read."""

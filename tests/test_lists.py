@@ -82,6 +82,7 @@ def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
     users.append(10**9)  # unknown: popular without demographics
     geos = dict(query(recs, "SELECT user_id, geo_id FROM user_profiles WHERE user_id = ANY(%s)", (users,)))
     safe = {u for (u,) in query(recs, "SELECT user_id FROM user_lists WHERE geo_safe AND geo_id IS NOT NULL")}
+    priced = dict((u, (lo, hi)) for u, lo, hi in query(recs, "SELECT user_id, price_lo, price_hi FROM user_lists"))
     categories = [c for (c,) in query(recs, "SELECT DISTINCT category FROM items ORDER BY 1 LIMIT 2")]
     assert len(users) == 8 and len(categories) == 2
     app = create_app(lists_env)
@@ -96,6 +97,7 @@ def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
             (None, {"price_to": 3000}), (own, {"price_from": 900, "price_to": 20000}),
             (None, {"category": categories[0]}), (own, {"category": categories[1], "price_to": 5000}),
             (54, {"price_from": 5, "price_to": 15}),  # narrow: the fill-in reaches the global list
+            (own, {"price_from": 0.001, "price_to": 10**9}),  # holds every price: the stored list
         ]
         seen = []
         for geo_id, f in requests:
@@ -111,19 +113,25 @@ def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
             assert ids == reference.ids, (user_id, geo_id, f)
             assert labels == reference_labels(reference, algorithm), (user_id, geo_id, f)
             assert len(reads) <= 2, (user_id, geo_id, f)  # the user's row, then segment lists in one query
+            # The stored list is the answer for the user's own geo (segment and filter); a
+            # request without the geo filter, or with a price range holding all its items, gets it too.
             geo_filter = geo_id or f.get("geo_id")
-            plain = set(f) <= {"geo_id"} and geo_id in (None, own) and (geo_filter is None or user_id in safe)
+            lo, hi = priced.get(user_id, (None, None))
+            plain = ("category" not in f and geo_id in (None, own)
+                     and (geo_filter == own or geo_filter is None and (own is None or user_id in safe))
+                     and ("price_from" not in f or lo is not None and f["price_from"] <= lo)
+                     and ("price_to" not in f or hi is not None and f["price_to"] >= hi))
             if algorithm != "popular" and plain:
                 assert len(reads) == 1, (user_id, geo_id)  # the user's row (profile + list): nothing else
                 plain_single_reads += 1
-    assert plain_single_reads >= 7  # 6 users without a geo filter, and some with their own geo
+    assert plain_single_reads >= 12  # 6 users with lists: their own geo, and a price range holding all
 
 
 def test_popular_answers_equal_the_sql_computation(lists_env, sql_source):
     client = create_app(lists_env).test_client()
     cases = [({}, {}), ({"gender": "f", "age": "25-34", "geo_id": 213}, {}),
              ({"gender": "m", "geo_id": 54}, {"price_from": 500, "price_to": 20000}),
-             ({"category": "fashion"}, {"geo_id": 2}), ({"age": 41}, {"price_from": 5, "price_to": 15})]
+             ({"category": "fashion"}, {"geo_id": 2}), ({"age": 41}, {"price_from": 900, "price_to": 1000})]
     for params, f in cases:
         body = {"user_params": params, "filters": f}
         segment = (params.get("geo_id") or f.get("geo_id") or 0, params.get("gender", "any"),
@@ -142,7 +150,7 @@ def test_stored_lists_match_a_recompute_from_the_database(tiny_env):
     from workers import pipeline
 
     recs = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
-    sql = "SELECT user_id, item_ids, sections, algorithm, geo_id, geo_safe FROM user_lists ORDER BY user_id"
+    sql = "SELECT * FROM user_lists ORDER BY user_id"
     settings = load_settings(tiny_env)
     cache = Cache(redis.Redis.from_url(settings.recommendations_redis_url))
     pipeline.refresh_all(settings, cache)

@@ -21,15 +21,19 @@ from workers.memory_source import PROFILE_COLUMNS, MemorySource  # noqa: F401 (P
 
 log = logging.getLogger("recs.jobs")
 CHUNK_USERS = 2000
-COLUMNS = ["user_id", "item_ids", "sections", "algorithm", "geo_id", "geo_safe"]
+COLUMNS = ["user_id", "item_ids", "sections", "algorithm", "geo_id", "geo_safe", "price_lo", "price_hi"]
 
 _STATE: tuple | None = None  # (source, size) for forked children: set before the pool starts
 
 
+def _opt(value, cast) -> str:
+    return "" if value is None else repr(cast(value))
+
+
 def csv_row(user_id: int, plist: PersonalList) -> str:
-    geo = "" if plist.geo_id is None else plist.geo_id
     return (f'{user_id},"{{{",".join(map(str, plist.ids))}}}","{encode_sections(plist.sections)}",'
-            f'{plist.algorithm},{geo},{"t" if plist.geo_safe else "f"}\n')
+            f'{plist.algorithm},{_opt(plist.geo_id, int)},{"t" if plist.geo_safe else "f"},'
+            f'{_opt(plist.price_lo, float)},{_opt(plist.price_hi, float)}\n')
 
 
 def _chunk(user_ids) -> str:
