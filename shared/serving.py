@@ -33,6 +33,10 @@ class Filters:
     def empty(self) -> bool:
         return self.price_from is None and self.price_to is None and self.category is None and self.geo_id is None
 
+    @property
+    def geo_only(self) -> bool:
+        return self.price_from is None and self.price_to is None and self.category is None
+
     def key(self) -> str:
         """Cache-key fragment: every field that changes the list, nothing else."""
         return f"{_num(self.price_from)}:{_num(self.price_to)}:{self.category or ANY}:{self.geo_id or ANY_GEO}"
@@ -120,12 +124,15 @@ class Ranked:
         ids, seen, filters, exclude = self.ids, self._seen, self.filters, self.exclude  # locals: a hot loop
         start = len(ids)
         room = self.size - start
-        if filters.empty:  # allowed() without filters, inlined: the precompute's case
+        if filters.geo_only:  # allowed() with at most a geo filter, inlined: the precompute's case
+            geo = filters.geo_id
             for item in candidates:
                 if room <= 0:
                     break
                 item_id = item[0]  # Item.item_id
                 if item_id in seen or not item[5] or item_id in exclude:  # Item.in_stock
+                    continue
+                if geo is not None and item[4] is not None and item[4] != geo:  # Item.geo_id
                     continue
                 seen.add(item_id)
                 ids.append(item_id)
@@ -336,7 +343,7 @@ class _ReadWatch:
     """The precompute's Source wrapper: what other requests would change in what a list read.
 
     geo_safe: no read would have returned an item tied to another geo without the geo
-    filter (popular reads with a geo filter are made without it, then filtered here).
+    filter (popular reads with a geo filter are first made without it, while that holds).
     price_lo/price_hi: the price range of every item the computation used.
     """
 
@@ -367,23 +374,19 @@ class _ReadWatch:
 
     def popular(self, segments, filters=None, limit=None, skip=()):
         filters = filters or Filters()
-        if filters.geo_id is None:
-            lists = self.source.popular(segments, filters, limit, skip)
-            for pairs in lists.values():
-                self._note(pairs, False)
-            return lists
-        lists = self.source.popular(segments, replace(filters, geo_id=None), None, skip)
-        limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(segments)
-        out = {}
-        for seg, lim in zip(segments, limits):
-            rows = lists.get(seg)
-            if rows is None:
-                continue
-            if self.geo_safe and self._foreign(rows if lim is None else rows[:lim]):
+        lists = None
+        if filters.geo_id is not None and self.geo_safe:
+            # Read without the geo filter: if no row it returns is tied to another geo, the
+            # filtered read returns the same rows (and a request without the filter gets them).
+            lists = self.source.popular(segments, replace(filters, geo_id=None), limit, skip)
+            if any(self._foreign(pairs) for pairs in lists.values()):
                 self.geo_safe = False
-            out[seg] = take(rows, filters, lim, ())
-            self._note(out[seg], False)
-        return out
+                lists = None
+        if lists is None:
+            lists = self.source.popular(segments, filters, limit, skip)
+        for pairs in lists.values():
+            self._note(pairs, False)
+        return lists
 
     def profile(self, user_id):
         return self.source.profile(user_id)
@@ -463,11 +466,12 @@ def take(pairs, filters: Filters, limit: int | None, skip) -> list:
     if limit is not None and limit <= 0:
         return out
     room = limit if limit is not None else -1
-    if filters.empty:  # allowed() without filters, inlined
+    if filters.geo_only:  # allowed() with at most a geo filter, inlined
+        geo = filters.geo_id
         for pair in pairs:
             item = pair[0]
-            if item[5] and item[0] not in skip:  # Item.in_stock, Item.item_id
-                out.append(pair)
+            if item[5] and item[0] not in skip and (geo is None or item[4] is None or item[4] == geo):
+                out.append(pair)  # Item.in_stock, Item.item_id, Item.geo_id
                 room -= 1
                 if not room:
                     break

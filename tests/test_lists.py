@@ -1,7 +1,6 @@
 """Precomputed personal lists and the catalogue snapshot: a miss served from them equals
 what shared.serving computes over the recommendations DB (the SQL source), on the tiny preset."""
-import itertools
-
+import psycopg2
 import pytest
 import redis
 
@@ -189,3 +188,25 @@ def test_a_popular_refresh_reloads_the_catalogue(lists_env):
     app.extensions["recs"].cache._gens = None  # the generation check interval, skipped
     assert client.post("/popular", json={"filters": {"price_to": 2e9}}).status_code == 200
     assert snapshot.catalogue is not first and snapshot.catalogue.generation != first.generation
+
+
+def test_live_update_rewrites_a_users_list_as_the_full_precompute_does(tiny_env):
+    """workers.lists.update_users (for the live sync) computes over the SQL source what the
+    refresh computed in memory; a user without interactions loses their row."""
+    from workers import lists
+
+    recs = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
+    picked = [u for (u,) in query(recs, "SELECT DISTINCT ON (algorithm) user_id FROM user_lists "
+                                        "ORDER BY algorithm, user_id DESC")]
+    (zero,) = query(recs, "SELECT user_id FROM user_profiles WHERE interaction_count = 0 LIMIT 1")[0]
+    sql = "SELECT * FROM user_lists WHERE user_id = ANY(%s) ORDER BY user_id"
+    before = query(recs, sql, (picked,))
+    assert len(before) == 2
+    conn = psycopg2.connect(recs)
+    with conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s)", (picked,))
+        cur.execute("INSERT INTO user_lists (user_id, item_ids, sections, algorithm, geo_safe) "
+                    "VALUES (%s, '{1}', 'popular:0', 'popular', true)", (zero,))
+    conn.close()
+    assert lists.update_users(load_settings(tiny_env), picked + [zero]) == 2
+    assert query(recs, sql, (picked + [zero],)) == before

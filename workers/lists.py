@@ -140,3 +140,47 @@ def segment_chunks(popular: pd.DataFrame, per_chunk: int = 5000):
 
 def _csv_text(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------- live updates
+
+UPSERT_SQL = f"""
+INSERT INTO user_lists ({", ".join(COLUMNS)}) VALUES ({", ".join(["%s"] * len(COLUMNS))})
+ON CONFLICT (user_id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])}
+"""
+
+
+def update_users(settings, user_ids) -> int:
+    """Recompute the stored lists of these users from what the recommendations DB holds
+    now (their profiles and collaborative lists as just updated), with the same
+    precompute_list over the SQL source. For the live sync: call it after it has written
+    the users' profiles. Users without interactions lose their row. Returns rows written."""
+    from shared.db import connect_recs
+    from shared.store import SqlSource, prepare
+
+    conn = prepare(connect_recs(settings, application_name="recs-live-lists"))
+    try:
+        def run(fn):
+            with conn.cursor() as cur:
+                return fn(cur)
+
+        source = SqlSource(run)
+        rows, gone = [], []
+        for user_id in sorted(set(user_ids)):
+            profile = source.profile(user_id)
+            if profile is None or not profile.interaction_count:
+                gone.append(user_id)
+                continue
+            plist = precompute_list(source, profile, settings.recommendation_list_size)
+            rows.append((user_id, plist.ids, encode_sections(plist.sections), plist.algorithm, plist.geo_id,
+                         plist.geo_safe, plist.price_lo, plist.price_hi))
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            if gone:
+                cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s)", (gone,))
+            for row in rows:
+                cur.execute(UPSERT_SQL, row)
+        conn.commit()
+        return len(rows)
+    finally:
+        conn.close()
