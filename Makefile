@@ -7,7 +7,7 @@ PRESET ?= default
 SEED ?= 42
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv services db seed refresh serve run worker beat flower test bench eval clean
+.PHONY: venv services db seed refresh serve run worker live-worker beat flower test bench eval clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -35,6 +35,9 @@ serve: venv
 
 worker: venv
 	$(VENV)/bin/celery -A workers.app worker --loglevel=INFO --concurrency=2 -Q recs
+
+live-worker: venv
+	$(VENV)/bin/celery -A workers.app worker --loglevel=INFO --concurrency=1 -Q recs_live -n live@%h
 
 beat: venv
 	$(VENV)/bin/celery -A workers.app beat --loglevel=INFO --schedule=/tmp/recs-celerybeat-schedule

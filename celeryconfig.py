@@ -5,6 +5,7 @@ Values come from shared.settings (the environment), validated at import.
 from datetime import timedelta
 
 from shared.jobs import JOBS, QUEUE, interval_seconds
+from shared.live import LIVE_QUEUE, LIVE_SYNC_TASK
 from shared.settings import get_settings
 
 _settings = get_settings()
@@ -28,7 +29,7 @@ broker_transport_options = {"visibility_timeout": 7200}
 broker_connection_retry_on_startup = True
 worker_hijack_root_logger = False
 
-task_routes = {"recs.*": {"queue": QUEUE}}
+task_routes = {LIVE_SYNC_TASK: {"queue": LIVE_QUEUE}, "recs.*": {"queue": QUEUE}}
 task_default_queue = QUEUE
 
 beat_schedule = {
@@ -36,3 +37,8 @@ beat_schedule = {
     for job in JOBS.values()
     if job.interval_setting is not None
 }
+
+# The live sync, on its own queue (a worker with -Q recs_live): a run queued behind a
+# busy worker expires after one period instead of piling up.
+beat_schedule[LIVE_SYNC_TASK] = {"task": LIVE_SYNC_TASK, "schedule": timedelta(seconds=_settings.live_sync_seconds),
+                                 "options": {"queue": LIVE_QUEUE, "expires": _settings.live_sync_seconds}}

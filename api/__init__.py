@@ -39,6 +39,15 @@ def _authorized(settings) -> bool:
     return ok_user & ok_pass
 
 
+# Endpoints for the Rails app's backend and ops, not for end users: basic auth when
+# configured, loopback clients only otherwise.
+PROTECTED_PREFIXES = ("/admin", "/events")
+
+
+def _protected(path: str) -> bool:
+    return path.startswith(PROTECTED_PREFIXES)
+
+
 def create_app(config: dict | None = None) -> Flask:
     """config: environment-style overrides, e.g. {"RECOMMENDATIONS_REDIS_URL": ...}."""
     settings = load_settings({**os.environ, **(config or {})})
@@ -47,11 +56,12 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["recs"] = Services(settings)
     auth_on = bool(settings.basic_auth_username and settings.basic_auth_password)
 
-    from api import admin, ops, recommendations
+    from api import admin, events, ops, recommendations
 
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(events.bp)
 
     @app.before_request
     def _guard():
@@ -62,8 +72,8 @@ def create_app(config: dict | None = None) -> Flask:
                 resp = error_response(401, "unauthorized", "valid basic-auth credentials are required")
                 resp.headers["WWW-Authenticate"] = 'Basic realm="recommendations"'
                 return resp
-        elif request.path.startswith("/admin") and not _is_loopback(request.remote_addr):
-            return error_response(403, "forbidden", "admin endpoints answer loopback clients only "
+        elif _protected(request.path) and not _is_loopback(request.remote_addr):
+            return error_response(403, "forbidden", "admin and event endpoints answer loopback clients only "
                                                     "unless BASIC_AUTH_USERNAME/BASIC_AUTH_PASSWORD are set")
         return None
 

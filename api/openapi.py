@@ -59,13 +59,24 @@ def _post(summary, request_schema):
 @lru_cache(maxsize=1)
 def document() -> dict:
     schemas = {"Error": ERROR, "Recommendations": RECOMMENDATIONS}
-    for model in (PopularRequest, PersonalizedRequest):
+    from api.events import EventBatch, EventIn
+
+    for model in (PopularRequest, PersonalizedRequest, EventIn, EventBatch):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     paths = {
         "/popular": _post("Popular gifts for a demographic segment", "PopularRequest"),
         "/personalized": _post("Recommendations for one user, by their history", "PersonalizedRequest"),
+        "/events": {"post": {
+            "summary": "Live feedback (like, unlike, click): effective on the user's next request",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "oneOf": [_ref("EventIn"), _ref("EventBatch")]}}}},
+            "responses": {
+                "200": _json({"type": "object", "properties": {"accepted": {"type": "integer"}}}, "Applied"),
+                "400": ERRORS["400"], "401": ERRORS["401"], "413": ERRORS["413"],
+                "403": _json(_ref("Error"), "Loopback-only when no credentials are configured"),
+                "503": _json(_ref("Error"), "Redis unavailable: nothing applied, retry")}}},
         "/health": {"get": {"summary": "Dependencies and data freshness", "responses": {
             "200": _json({"type": "object"}, "status ok or degraded (a job more than twice its interval late)"),
             "503": _json({"type": "object"}, "a dependency is down; 'failing' names it")}}},

@@ -10,6 +10,7 @@ from api.openapi import document
 from shared import store
 from shared.db import ping
 from shared.jobs import JOBS, interval_seconds
+from shared.live import sync_status
 
 bp = Blueprint("ops", __name__)
 
@@ -60,6 +61,8 @@ def health():
     if "recommendations_db" not in failing:
         body["freshness"] = fresh = freshness(s)
         late = [name for name, f in fresh.items() if f["late"]]
+        body["live_sync"] = live = s.recs_db.run(lambda cur: sync_status(cur, s.settings))
+        late += ["live_sync"] if live["behind"] else []
     else:
         late = []
     if failing:
@@ -84,7 +87,8 @@ def stats():
 
     def recs_db():
         def read(cur):
-            return {"tables": store.table_counts(cur), "jobs": store.last_runs(cur)}
+            return {"tables": store.table_counts(cur), "jobs": store.last_runs(cur),
+                    "live_sync": sync_status(cur, s.settings)}
 
         return s.recs_db.run(read)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psycopg2
 
+from bench import live as bench_live
 from deploy.localproc import RedisServer, free_port
 from deploy.seed import seed
 from deploy.stack import ROOT, apply_schema, ensure_database
@@ -392,7 +393,10 @@ def markdown(result: dict) -> str:
     lines += [f"API worker RSS (MB): after warm-up {result['api_worker_rss_mb']['after_warmup']}, "
               f"after load {result['api_worker_rss_mb']['after_load']}.",
               f"Cache-hit throughput vs baseline at c=8: popular {result['ratios']['hit_popular_vs_baseline']}, "
-              f"personalized {result['ratios']['hit_personalized_vs_baseline']}.", ""]
+              f"personalized {result['ratios']['hit_personalized_vs_baseline']}."]
+    if "live" in result:
+        lines += bench_live.markdown(result["live"])
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -414,6 +418,14 @@ Baseline and cache-hit runs are interleaved three times per concurrency and each
 reported block is the run with the median RPS (`rps_runs` lists all three); cache-miss
 runs are single. "server p50/p99" is the service's own time per request, from its
 access log.
+
+The `live` block (`bench/live.py`) then starts a real Celery worker and beat for the
+live sync (every `LIVE_SYNC_SECONDS`, default 10): cache-hit RPS and cache-miss p99
+without and with the sync running (likes trickling into the main DB), the freshness
+lag from a committed like to its exclusion from `/personalized` over 200 likes at a
+steady rate while wrk loads the API, `POST /events` to effect, and the sync's
+throughput on a burst of new interactions (100k; 5k on `tiny`). It deletes what it
+added to the main DB.
 
 Raw results: `bench/results/<preset>.json` (latency blocks at concurrency 8, the full
 grid under `grid`), `.md` and `.png` (latency distributions).
@@ -490,6 +502,8 @@ def targets(results: dict) -> str:
     if default and not default["refresh"].get("skipped"):
         rows.append(("refresh, default", "≤ 60 s", f"{default['refresh']['total_s']} s",
                      default["refresh"]["total_s"] <= 60))
+    for preset, res in results.items():
+        rows += bench_live.targets(preset, res.get("live"))
     errors = sum(r["errors"] for r in results.values())
     rows.append(("non-2xx responses, every run", "0", str(errors), errors == 0))
     lines = ["## Targets", "", "| figure | target | measured | met |", "|---|---|---|---|"]
@@ -522,6 +536,14 @@ def main(argv=None) -> int:
     parser.add_argument("--main-url", help="main DB to seed and read (default: recs_bench_<preset>_main)")
     parser.add_argument("--recs-url", help="recommendations DB (default: recs_bench_<preset>_recs)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write <preset>.json/.md/.png")
+    parser.add_argument("--no-live", action="store_true", help="skip the live block (sync, POST /events)")
+    parser.add_argument("--live-likes", type=int, default=200, help="likes timed for the freshness lag")
+    parser.add_argument("--live-rate", type=float, default=4.0, help="likes per second for the freshness lag")
+    parser.add_argument("--live-events", type=int, default=200, help="POST /events timed to effect")
+    parser.add_argument("--live-burst", type=int, default=None,
+                        help="interactions in the sync throughput burst (default 100000; tiny 5000)")
+    parser.add_argument("--live-sync-seconds", type=int, default=None,
+                        help="LIVE_SYNC_SECONDS for the live block (default: the setting, 10)")
     parser.add_argument("--no-refresh", action="store_true",
                         help="serve what the bench DB already holds (for quick iterations; refresh figures omitted)")
     args = parser.parse_args(argv)
@@ -593,6 +615,14 @@ def main(argv=None) -> int:
         errors = sum(b["non2xx"] + b["socket_errors"] for by_conc in runs.values() for blocks in by_conc.values()
                      for b in blocks)
         rss_load = api.worker_rss()
+        live_block = None
+        if not args.no_live:
+            print("bench: live block (sync worker and beat, likes, POST /events, burst)", flush=True)
+            live_block = bench_live.run(
+                env, api.url, tmp, run_wrk, scripts, users, seconds, likes=args.live_likes, rate=args.live_rate,
+                events=args.live_events, burst=args.live_burst or (5000 if args.preset == "tiny" else 100_000),
+                sync_seconds=args.live_sync_seconds)
+            print(f"bench: live {json.dumps(live_block, default=str)}", flush=True)
     finally:
         for proc in (api, baseline):
             if proc:
@@ -623,6 +653,8 @@ def main(argv=None) -> int:
         },
         "grid": grid,
     }
+    if live_block is not None:
+        result["live"] = live_block
     out = args.results
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.preset}.json").write_text(json.dumps(result, indent=2, default=str))

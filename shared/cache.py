@@ -44,6 +44,8 @@ LISTS_KEY = PREFIX + "gen:lists"
 UNAVAILABLE_KEY = PREFIX + "live:unavailable"
 UNAVAILABLE_TTL_S = 7 * 86400  # the popular refresh trims it long before
 LIKED, UNLIKED = b"l", b"u"
+TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
+TOUCHED_TTL_S = 86400
 
 
 class CacheUnavailable(Exception):
@@ -233,8 +235,15 @@ class Cache:
             if mark is not None:
                 pipe.hset(feedback_key(user_id), str(item_id), mark)
                 pipe.expire(feedback_key(user_id), ttl_s)
-        pipe.delete(*{user_key(user_id) for user_id, _, _ in events})
+        users = {user_id for user_id, _, _ in events}
+        pipe.delete(*[user_key(u) for u in users])
+        pipe.sadd(TOUCHED_KEY, *users)
+        pipe.expire(TOUCHED_KEY, TOUCHED_TTL_S)
         self._call(pipe.execute)
+
+    def pop_touched(self, count: int = 10_000) -> list[int]:
+        """Users with live feedback, for the sync to re-read from the main DB (the truth)."""
+        return [int(u) for u in self._call(lambda: self.client.spop(TOUCHED_KEY, count)) or ()]
 
     def invalidate_users(self, user_ids) -> int:
         """Drop the cached lists and profile of these users: one DEL per user, no scan."""

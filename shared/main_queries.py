@@ -61,12 +61,14 @@ def _copy_frame(conn, sql: str, dtype=None, parse_dates=None) -> pd.DataFrame:
     return pd.read_csv(buf, dtype=dtype, parse_dates=parse_dates, keep_default_na=True)
 
 
+ITEM_DTYPES = {"category": "string", "platform": "string", "target_gender": "string", "target_age": "string"}
+
+
 def load_items(conn) -> pd.DataFrame:
-    df = _copy_frame(
-        conn,
-        ITEMS_SQL,
-        dtype={"category": "string", "platform": "string", "target_gender": "string", "target_age": "string"},
-    )
+    return _typed_items(_copy_frame(conn, ITEMS_SQL, dtype=ITEM_DTYPES))
+
+
+def _typed_items(df: pd.DataFrame) -> pd.DataFrame:
     df["in_stock"] = df["in_stock"].map({"t": True, "f": False, True: True, False: False}).astype(bool)
     df["geo_id"] = df["geo_id"].astype("Int64")
     df["created_at"] = pd.to_datetime(df["created_at"], utc=True, format="ISO8601")
@@ -80,7 +82,10 @@ def load_interactions(conn) -> pd.DataFrame:
 
 
 def load_users(conn) -> pd.DataFrame:
-    df = _copy_frame(conn, USERS_SQL, dtype={"gender": "string"})
+    return _typed_users(_copy_frame(conn, USERS_SQL, dtype={"gender": "string"}))
+
+
+def _typed_users(df: pd.DataFrame) -> pd.DataFrame:
     df["geo_id"] = df["geo_id"].astype("Int64")
     df["birth_date"] = pd.to_datetime(df["birth_date"], errors="coerce")
     return df
@@ -91,3 +96,139 @@ def load_stats(conn) -> dict:
         cur.execute(STATS_SQL)
         names = [d[0] for d in cur.description]
         return dict(zip(names, cur.fetchone()))
+
+
+# ---------------------------------------------------------------- live sync (incremental reads)
+# Likes and clicks are read by id: above the watermark, plus the ids below it not seen
+# yet (gaps, see workers/live.py). `public` is false for a private or deleted present.
+NEW_EVENTS_SQL = {
+    source: f"""
+SELECT e.id, e.user_id, e.handpicked_present_id AS item_id,
+       extract(epoch FROM e.created_at)::float8 AS ts, '{kind}' AS type,
+       (p.id IS NOT NULL AND p.user_id IS NULL) AS public
+FROM {table} e LEFT JOIN handpicked_presents p ON p.id = e.handpicked_present_id
+WHERE e.id > %s OR e.id = ANY(%s::bigint[])
+ORDER BY e.id
+LIMIT %s
+"""
+    for source, table, kind in (("likes", "handpicked_likes", "like"), ("clicks", "handpicked_present_clicks", "click"))
+}
+
+MAX_IDS_SQL = """
+SELECT (SELECT coalesce(max(id), 0) FROM handpicked_likes) AS likes,
+       (SELECT coalesce(max(id), 0) FROM handpicked_present_clicks) AS clicks
+"""
+
+# The decay reference the full jobs use: the newest public interaction (read once, when
+# the sync starts from scratch; afterwards the sync keeps it up to date itself).
+NEWEST_INTERACTION_SQL = """
+SELECT max(ts) FROM (
+  SELECT max(extract(epoch FROM l.created_at))::float8 AS ts
+  FROM handpicked_likes l JOIN handpicked_presents p ON p.id = l.handpicked_present_id WHERE p.user_id IS NULL
+  UNION ALL
+  SELECT max(extract(epoch FROM c.created_at))::float8
+  FROM handpicked_present_clicks c JOIN handpicked_presents p ON p.id = c.handpicked_present_id WHERE p.user_id IS NULL
+) x
+"""
+
+# Presents changed since a time: status, owner (a private item) or anything else.
+CHANGED_PRESENTS_SQL = """
+SELECT id, (user_id IS NULL AND status = 'in_stock') AS available, extract(epoch FROM updated_at)::float8 AS changed
+FROM handpicked_presents
+WHERE updated_at > to_timestamp(%s)
+ORDER BY updated_at
+"""
+
+# Of these ids, the presents that no longer exist.
+DELETED_PRESENTS_SQL = """
+SELECT x.id FROM unnest(%s::bigint[]) AS x(id)
+WHERE NOT EXISTS (SELECT 1 FROM handpicked_presents p WHERE p.id = x.id)
+"""
+
+# Everyone who liked or clicked any of these (public) presents: the users whose cosine
+# with a user of these items can be non-zero.
+CO_USERS_SQL = """
+SELECT user_id FROM handpicked_likes WHERE handpicked_present_id = ANY(%s::bigint[])
+UNION
+SELECT user_id FROM handpicked_present_clicks WHERE handpicked_present_id = ANY(%s::bigint[])
+"""
+
+# Distinct users per present, over all history: the item weighting (IDF) of the full job.
+ITEM_USER_COUNTS_SQL = """
+SELECT item_id, count(DISTINCT user_id) AS users FROM (
+  SELECT handpicked_present_id AS item_id, user_id FROM handpicked_likes WHERE handpicked_present_id = ANY(%s::bigint[])
+  UNION ALL
+  SELECT handpicked_present_id, user_id FROM handpicked_present_clicks WHERE handpicked_present_id = ANY(%s::bigint[])
+) x GROUP BY item_id
+"""
+
+
+def _bound(conn, sql: str, params) -> str:
+    """The statement with its parameters bound (psycopg2 quoting), for COPY, which takes none."""
+    with conn.cursor() as cur:
+        return cur.mogrify(sql, params).decode()
+
+
+def load_new_events(conn, source: str, after_id: int, gap_ids: list, limit: int) -> list[tuple]:
+    """(id, user_id, item_id, ts, type, public) rows of one source, in id order."""
+    with conn.cursor() as cur:
+        cur.execute(NEW_EVENTS_SQL[source], (after_id, gap_ids, limit))
+        return cur.fetchall()
+
+
+def max_ids(conn) -> dict:
+    with conn.cursor() as cur:
+        cur.execute(MAX_IDS_SQL)
+        likes, clicks = cur.fetchone()
+    return {"likes": likes, "clicks": clicks}
+
+
+def newest_interaction_ts(conn) -> float | None:
+    with conn.cursor() as cur:
+        cur.execute(NEWEST_INTERACTION_SQL)
+        return cur.fetchone()[0]
+
+
+def changed_presents(conn, since_ts: float) -> list[tuple]:
+    """(id, available, changed epoch) of presents updated after since_ts."""
+    with conn.cursor() as cur:
+        cur.execute(CHANGED_PRESENTS_SQL, (since_ts,))
+        return cur.fetchall()
+
+
+def deleted_presents(conn, ids: list) -> list[int]:
+    with conn.cursor() as cur:
+        cur.execute(DELETED_PRESENTS_SQL, (list(ids),))
+        return [r[0] for r in cur.fetchall()]
+
+
+def co_users(conn, item_ids: list) -> list[int]:
+    with conn.cursor() as cur:
+        cur.execute(CO_USERS_SQL, (list(item_ids), list(item_ids)))
+        return [r[0] for r in cur.fetchall()]
+
+
+def item_user_counts(conn, item_ids: list) -> pd.Series:
+    """Distinct users per item (the full job's document frequency), indexed by item_id."""
+    with conn.cursor() as cur:
+        cur.execute(ITEM_USER_COUNTS_SQL, (list(item_ids), list(item_ids)))
+        rows = cur.fetchall()
+    return pd.Series([r[1] for r in rows], index=pd.Index([r[0] for r in rows], name="item_id"), dtype="int64")
+
+
+def load_user_interactions(conn, user_ids: list) -> pd.DataFrame:
+    """The full public history of these users, shaped as load_interactions()."""
+    sql = ("SELECT * FROM (" + INTERACTIONS_SQL + ") x WHERE user_id = ANY(%s::bigint[])")
+    return _copy_frame(conn, _bound(conn, sql, (list(user_ids),)),
+                       dtype={"user_id": "int64", "item_id": "int64", "ts": "float64", "type": "category"})
+
+
+def load_items_by_id(conn, item_ids: list) -> pd.DataFrame:
+    """Catalogue rows of these public presents, shaped as load_items()."""
+    return _typed_items(_copy_frame(conn, _bound(conn, ITEMS_SQL + " AND id = ANY(%s::bigint[])", (list(item_ids),)),
+                                    dtype=ITEM_DTYPES))
+
+
+def load_users_by_id(conn, user_ids: list) -> pd.DataFrame:
+    return _typed_users(_copy_frame(conn, _bound(conn, USERS_SQL + " WHERE id = ANY(%s::bigint[])", (list(user_ids),)),
+                                    dtype={"gender": "string"}))

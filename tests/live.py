@@ -53,6 +53,12 @@ def start_api(env: dict) -> tuple[Process, str]:
     raise RuntimeError("gunicorn did not start")
 
 
-def start_worker(env: dict) -> Process:
+def start_worker(env: dict, queue: str = "recs") -> Process:
     return Process([str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel=INFO", "--concurrency=1",
-                    "-Q", "recs", "--without-heartbeat", "--without-gossip", "--without-mingle"], env, "recs-test-worker")
+                    "-Q", queue, "--without-heartbeat", "--without-gossip", "--without-mingle"], env, "recs-test-worker")
+
+
+def start_beat(env: dict, schedule_dir: Path) -> Process:
+    """celery beat with its schedule file in a private directory (never the shared default path)."""
+    return Process([str(BIN / "celery"), "-A", "workers.app", "beat", "--loglevel=INFO",
+                    f"--schedule={schedule_dir / 'celerybeat-schedule'}"], env, "recs-test-beat")

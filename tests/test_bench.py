@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tests.conftest import query
 from tests.live import ROOT
 
 
@@ -14,7 +15,8 @@ from tests.live import ROOT
 def test_bench_tiny_writes_valid_results(databases, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "bench.run", "--preset", "tiny", "--seconds", "1", "--repeats", "1",
-         "--main-url", databases["main_bench"], "--recs-url", databases["recs_bench"], "--results", str(tmp_path)],
+         "--main-url", databases["main_bench"], "--recs-url", databases["recs_bench"], "--results", str(tmp_path),
+         "--live-likes", "20", "--live-events", "20", "--live-burst", "3000", "--live-sync-seconds", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -29,6 +31,15 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
     assert set(result["grid"]["miss_collaborative"]) == {"1", "8", "32"}
     assert result["refresh"]["total_s"] > 0 and result["refresh"]["peak_rss_mb"] > 0
     assert result["errors"] == 0
+    live = result["live"]
+    assert live["freshness"]["likes"] == 20 and live["freshness"]["missing"] == 0
+    assert 0 < live["freshness"]["p50_s"] <= live["freshness"]["p99_s"]
+    assert live["events"]["events"] == 20 and live["events"]["p50_ms"] <= live["events"]["p99_ms"]
+    assert live["throughput"]["applied"] >= 3000 and live["throughput"]["interactions_per_s"] > 0
+    assert live["serving"]["with"]["hit_personalized"]["rps"] > 0 and live["hit_rps_with_vs_without"] > 0
+    # The bench deletes what it added to the main DB.
+    assert query(databases["main_bench"], "SELECT count(*) FROM handpicked_likes WHERE created_at > now() - "
+                                          "interval '1 hour'")[0][0] == 0
     assert (tmp_path / "tiny.png").stat().st_size > 0 and "| baseline |" in (tmp_path / "tiny.md").read_text()
 
 

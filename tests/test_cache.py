@@ -95,3 +95,45 @@ def test_unreachable_redis_raises_quickly_and_breaker_opens():
     with pytest.raises(CacheUnavailable, match="recent failure"):
         cache.get("k")
     assert time.perf_counter() - start < 0.05  # the breaker answers without touching the network
+
+
+def test_feedback_is_kept_with_a_ttl_and_drops_the_users_cached_lists(cache):
+    from shared.cache import LIKED, UNLIKED, feedback_key, live_exclusions, user_key
+
+    slot = cache.lookup_user(7, 213, "f")
+    assert slot.value is None and slot.feedback == {}
+    cache.store_user(slot, b"[1]", 900, profile=b"{}")
+    assert cache.lookup_user(7, 213, "f").value == b"[1]" and cache.lookup_user(7, 213, "f").profile == b"{}"
+    cache.store_user(cache.lookup_user(8, 213, "f"), b"[2]", 900)
+    cache.record_feedback([(7, 42, LIKED), (7, 43, UNLIKED), (7, 44, None)], ttl_s=600)
+    after = cache.lookup_user(7, 213, "f")
+    assert after.value is None and after.profile is None  # one DEL dropped the user's lists and profile
+    assert live_exclusions(after.feedback) == (frozenset({42}), frozenset({43}))  # a click marks nothing
+    assert 0 < cache.client.ttl(feedback_key(7)) <= 600 and cache.client.exists(user_key(8))  # others untouched
+    assert sorted(cache.pop_touched()) == [7] and cache.pop_touched() == []
+
+
+def test_unavailable_set_is_reloaded_only_when_its_version_changes():
+    client = fakeredis.FakeRedis()
+    worker = Cache(client, generation_check_s=0)
+    assert worker.generations() and worker.unavailable == frozenset()
+    Cache(client).set_unavailable({5: 100.0, 6: 200.0})
+    worker.generations()
+    assert worker.unavailable == {5, 6}
+    client.hset("recs:live:unavailable", "9", 1.0)  # written without a version bump: not reloaded
+    worker.generations()
+    assert worker.unavailable == {5, 6}
+    Cache(client).set_unavailable({}, back=[5])
+    worker.generations()
+    assert worker.unavailable == {6, 9}
+    assert Cache(client).trim_unavailable(before_ts=150.0) == [9]
+    assert set(Cache(client).unavailable_since()) == {6} and client.ttl("recs:live:unavailable") > 0
+
+
+def test_without_drops_ids_and_reindexes_sections():
+    from shared.serving import without
+
+    ids, sections = [1, 2, 3, 4, 5], [("collaborative", 0), ("popular", 3)]
+    assert without(ids, sections, frozenset()) == (ids, sections)
+    assert without(ids, sections, frozenset({2, 4})) == ([1, 3, 5], [("collaborative", 0), ("popular", 2)])
+    assert without(ids, sections, frozenset({4, 5})) == ([1, 2, 3], [("collaborative", 0)])

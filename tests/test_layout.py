@@ -23,7 +23,7 @@ def test_compose_runs_what_the_procfile_runs():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"postgres", "redis", "api", "worker", "beat", "flower"} <= set(services)
-    names = {"web": "api", "worker": "worker", "beat": "beat", "flower": "flower"}
+    names = {"web": "api", "worker": "worker", "live": "live-worker", "beat": "beat", "flower": "flower"}
     for proc_name, cmd in procfile().items():
         command = services[names[proc_name]]["command"]
         # Same program and arguments; compose may prepend schema setup (api) or wrap in sh -c.

@@ -10,6 +10,7 @@ from celery import chord, shared_task
 
 from shared.cache import Cache, make_client
 from shared.jobs import JOBS, lock_for_run, release_run
+from shared.live import LIVE_SYNC_TASK
 from shared.settings import get_settings
 from workers import pipeline
 
@@ -110,3 +111,14 @@ def similarity_run_failed(request, exc, traceback, run_tag: str):
     """Errback of the merge: Celery calls it when a shard fails for good (a ChordError) or
     the merge itself does, with the failing request, the exception and its traceback."""
     pipeline.fail_similarity_run(get_settings(), _cache_client(), run_tag, f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(name=LIVE_SYNC_TASK, soft_time_limit=540, time_limit=600)
+def sync_recent_activity():
+    """Beat runs it every LIVE_SYNC_SECONDS; a run that finds another one running returns at once."""
+    from workers import live
+
+    try:
+        return {"status": "success", **live.sync_recent_activity(get_settings(), _cache_client())}
+    except live.AlreadyRunning:
+        return {"status": "already_running", "job": "live_sync"}

@@ -63,11 +63,15 @@ def build_matrix(pairs: pd.DataFrame) -> Matrix:
     return Matrix(X, T, liked, np.asarray(users.categories), np.asarray(items.categories), counts)
 
 
-def _similarity_rows(m: Matrix, cfg: SimilarityConfig) -> sp.csr_matrix:
+def _similarity_rows(m: Matrix, cfg: SimilarityConfig, item_users=None, n_users=None) -> sp.csr_matrix:
     X = m.T.astype(np.float32)
     if cfg.idf:
-        df = np.bincount(X.indices, minlength=X.shape[1])
-        idf = np.log((1.0 + X.shape[0]) / (1.0 + df)).astype(np.float32) + 1.0
+        if item_users is None:
+            df = np.bincount(X.indices, minlength=X.shape[1])
+        else:  # a partial matrix (live fold-in): the whole data's counts, passed in
+            df = item_users.reindex(m.item_ids).fillna(0).to_numpy(np.int64)
+        n = X.shape[0] if n_users is None else n_users
+        idf = np.log((1.0 + n) / (1.0 + df)).astype(np.float32) + 1.0
         X = X @ sp.diags(idf)
     return normalize(X, norm="l2", axis=1, copy=False).tocsr()
 
@@ -85,19 +89,28 @@ def _top_per_row(M: sp.csr_matrix, n: int):
 
 
 def compute_similarities(pairs: pd.DataFrame, in_stock_items, cfg: SimilarityConfig, shard: int = 0,
-                         shards: int = 1, progress=None):
+                         shards: int = 1, progress=None, query_users=None, item_users: pd.Series | None = None,
+                         n_users: int | None = None):
     """Returns (similarities, recommendations) for this shard's users with 3+ interactions.
 
     similarities: user_id, similar_user_id, similarity_score (no self pairs).
     recommendations: user_id, item_ids (np.int64 array), scores (np.float32 array).
+
+    The live fold-in (workers/live.py) passes only part of the data: `query_users`
+    and everyone sharing an item with them (cosine is zero for anyone else), with the
+    whole data's `item_users` (distinct users per item) and `n_users`, so the IDF and
+    hence the result are what a full run over everything would give those users.
     """
     m = build_matrix(pairs)
-    Xn = _similarity_rows(m, cfg)
+    Xn = _similarity_rows(m, cfg, item_users, n_users)
     XnT = Xn.T.tocsr()
     stock = np.isin(m.item_ids, np.asarray(list(in_stock_items), dtype=m.item_ids.dtype))
     X_rec = (m.X @ sp.diags(stock.astype(np.float32))).tocsr()
     X_rec.eliminate_zeros()
-    query = np.flatnonzero((m.counts >= MIN_INTERACTIONS) & (np.arange(len(m.counts)) % shards == shard))
+    wanted = (m.counts >= MIN_INTERACTIONS) & (np.arange(len(m.counts)) % shards == shard)
+    if query_users is not None:
+        wanted &= np.isin(m.user_ids, np.asarray(list(query_users), dtype=m.user_ids.dtype))
+    query = np.flatnonzero(wanted)
     sims, recs = [], []
     for start in range(0, len(query), cfg.chunk_rows):
         rows = query[start : start + cfg.chunk_rows]

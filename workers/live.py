@@ -1,0 +1,394 @@
+"""The live sync: likes, clicks and present changes in the main DB, applied within seconds.
+
+`recs.sync_recent_activity` runs this from beat every LIVE_SYNC_SECONDS. Each run:
+
+1. Re-applies what a full job that finished since the last run may have overwritten:
+   a full job swaps in tables computed from a snapshot read when it started, so the
+   users the sync touched since then (live_touched_users) are recomputed again, and
+   unavailable items it already knew about are forgotten (the popular refresh rebuilt
+   them).
+2. Reads the likes and clicks added since its watermark, by id. Ids come from
+   sequences, so a transaction can commit a lower id after a higher one was read.
+   The watermark is therefore the highest id read plus the ids below it not seen yet
+   (gaps): each run re-reads the gaps with an index lookup until they appear or are
+   an hour old (a rolled-back insert never appears). Nothing committed late is
+   skipped, and the state lives in the recommendations DB (live_sync_state), written
+   in the same transaction as what it applied, so a restart resumes exactly there.
+3. Recomputes the profile of every user touched (and of users who sent POST /events)
+   from their whole history in the main DB, with the full job's own functions
+   (weighted() and compute_profiles(), the same decay reference: the newest public
+   interaction), and upserts user_profiles. Applying an event twice therefore changes
+   nothing, and the liked set, interaction count (so the algorithm), preferred
+   categories, platforms and price change at once.
+4. Folds in users who reached 3+ interactions and have no neighbours yet: their
+   neighbours and collaborative list come from compute_similarities() run on them
+   plus everyone sharing an item with them (cosine is zero for anyone else), with the
+   whole data's item counts for the IDF, so they match what the next full run gives.
+5. Presents that went out of stock, private or were deleted stop being served:
+   items.in_stock false and popular_items rows gone in the recommendations DB, and the
+   unavailable set in Redis that every web worker filters out of every list.
+
+Unlikes (a like deleted in the main DB) leave no row to read: the next full profile
+run drops them, or the next sync when the Rails app also sends POST /events unlike.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+from psycopg2.extras import execute_values
+
+from shared import main_queries
+from shared.cache import TOUCHED_KEY, Cache
+from shared.db import connect_main, connect_recs
+from shared.settings import Settings
+from workers.compute.interactions import WeightConfig, demographics, weighted
+from workers.compute.profiles import compute_profiles
+from workers.compute.similarities import MIN_INTERACTIONS, compute_similarities
+from workers.pipeline import similarity_config
+
+log = logging.getLogger("recs.live")
+
+SOURCES = ("likes", "clicks")
+BATCH_ROWS = 20_000  # events read per source and round; a run loops until caught up or out of time
+TIME_BUDGET_S = 120  # a run stops reading after this; the next one continues
+GAP_TTL_S = 3600  # an id missing this long was rolled back: stop looking for it
+MAX_GAPS = 100_000  # per source; a jump in the id sequence beyond this is logged and not tracked
+PRESENT_OVERLAP_S = 300  # presents are re-read this far behind their watermark (late commits)
+RECONCILE_MARGIN_S = 60  # a full job's snapshot is taken this soon after its run starts, at the latest
+FOLD_IN_MAX = 1000  # users folded in per round; more (a burst) wait for the next run, their profiles do not
+LOCK_KEY = "recs:lock:live_sync"
+LOCK_TTL_S = 600
+FULL_JOBS = ("popular_items", "user_profiles", "user_similarities")
+PROFILE_COLUMNS = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
+                   "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
+
+# The latest success of a job and when its snapshot was read at the earliest: its own
+# start, or the start of the refresh_all run it was part of (one snapshot for all steps).
+LAST_FULL_RUN_SQL = """
+SELECT extract(epoch FROM r.finished_at),
+       extract(epoch FROM coalesce((SELECT max(a.started_at) FROM job_runs a
+                                    WHERE a.job = 'refresh_all' AND a.started_at <= r.started_at
+                                      AND (a.finished_at IS NULL OR a.finished_at >= r.finished_at)),
+                                   r.started_at))
+FROM job_runs r WHERE r.job = %s AND r.status = 'success'
+ORDER BY r.finished_at DESC LIMIT 1
+"""
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- state
+
+def load_state(cur) -> dict:
+    cur.execute("SELECT source, max_id, gaps, extract(epoch FROM changed_at), ref_ts, "
+                "extract(epoch FROM newest_event_at) FROM live_sync_state")
+    return {r[0]: {"max_id": r[1], "gaps": {int(k): v for k, v in (r[2] or {}).items()}, "changed": r[3],
+                   "ref_ts": r[4], "newest": r[5]} for r in cur.fetchall()}
+
+
+def save_state(cur, state: dict, caught_up: bool | None = None) -> None:
+    for source, st in state.items():
+        cur.execute(
+            """INSERT INTO live_sync_state (source, max_id, gaps, changed_at, ref_ts, newest_event_at)
+               VALUES (%s, %s, %s, to_timestamp(%s), %s, to_timestamp(%s))
+               ON CONFLICT (source) DO UPDATE SET max_id = EXCLUDED.max_id, gaps = EXCLUDED.gaps,
+                   changed_at = EXCLUDED.changed_at, ref_ts = EXCLUDED.ref_ts,
+                   newest_event_at = EXCLUDED.newest_event_at""",
+            (source, st["max_id"], json.dumps({str(k): v for k, v in st["gaps"].items()}), st["changed"],
+             st["ref_ts"], st["newest"]))
+    if caught_up is not None:
+        cur.execute("UPDATE live_sync_state SET synced_at = clock_timestamp(), caught_up = %s", (caught_up,))
+
+
+def _bootstrap(main, recs_cur, now: float) -> dict:
+    """First run: start at the main DB's current ids. What came before is in the last full run
+    (or the next one); the full jobs already reconciled are marked as seen."""
+    ids = main_queries.max_ids(main)
+    ref = main_queries.newest_interaction_ts(main)
+    state = {source: {"max_id": ids[source], "gaps": {}, "changed": None, "ref_ts": ref, "newest": None}
+             for source in SOURCES}
+    state["presents"] = {"max_id": 0, "gaps": {}, "changed": now, "ref_ts": None, "newest": None}
+    for job in FULL_JOBS:
+        recs_cur.execute(LAST_FULL_RUN_SQL, (job,))
+        row = recs_cur.fetchone()
+        state[f"job:{job}"] = {"max_id": 0, "gaps": {}, "changed": row[0] if row else 0.0, "ref_ts": None,
+                               "newest": None}
+    log.info("live=bootstrap likes_id=%s clicks_id=%s", ids["likes"], ids["clicks"])
+    return state
+
+
+def _advance(st: dict, rows: list, now: float) -> None:
+    """Move one source's watermark over the rows read: new gaps, filled gaps, aged-out gaps."""
+    gaps = st["gaps"]
+    prev = st["max_id"]
+    for row in rows:
+        event_id = row[0]
+        if event_id <= st["max_id"]:
+            gaps.pop(event_id, None)  # a late commit, now seen
+            continue
+        if event_id - prev - 1 > MAX_GAPS:
+            log.warning("live=id_jump from=%s to=%s untracked=%s", prev, event_id, event_id - prev - 1 - MAX_GAPS)
+            prev = event_id - MAX_GAPS - 1
+        for missing in range(prev + 1, event_id):
+            gaps[missing] = now
+        prev = event_id
+    st["max_id"] = max(st["max_id"], prev)
+    for event_id in [k for k, since in gaps.items() if now - since > GAP_TTL_S]:
+        del gaps[event_id]
+    if len(gaps) > MAX_GAPS:
+        for event_id in sorted(gaps)[: len(gaps) - MAX_GAPS]:
+            del gaps[event_id]
+
+
+# ---------------------------------------------------------------- applying
+
+def _weights(settings: Settings) -> WeightConfig:
+    return WeightConfig.from_settings(settings)
+
+
+def _user_pairs(main, settings: Settings, users, ref_ts: float | None) -> pd.DataFrame:
+    """Weighted (user, item) pairs of these users' whole public history, decayed as the full job does."""
+    history = main_queries.load_user_interactions(main, users)
+    return weighted(history, _weights(settings), ref_ts)
+
+
+def apply_users(main, cur, settings: Settings, users: list, ref_ts: float | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recompute and upsert these users' profiles. Returns (their pairs, their profile rows)."""
+    pairs = _user_pairs(main, settings, users, ref_ts)
+    demo = demographics(main_queries.load_users_by_id(main, users))
+    items = main_queries.load_items_by_id(main, pairs["item_id"].unique().tolist()) if len(pairs) else \
+        main_queries.load_items_by_id(main, [])
+    prof = compute_profiles(pairs, demo, items)
+    prof = prof[prof["user_id"].isin(users)]
+    rows = []
+    for r in prof.itertuples(index=False):
+        rows.append((int(r.user_id), r.preferred_categories, r.preferred_platforms, _num(r.avg_price),
+                     _num(r.price_min), _num(r.price_max), int(r.interaction_count), [int(i) for i in r.liked_item_ids],
+                     _none(r.gender), _none(r.age_group), None if pd.isna(r.geo_id) else int(r.geo_id)))
+    if rows:
+        execute_values(cur, f"""
+            INSERT INTO user_profiles ({", ".join(PROFILE_COLUMNS)}) VALUES %s
+            ON CONFLICT (user_id) DO UPDATE SET
+              {", ".join(f"{c} = EXCLUDED.{c}" for c in PROFILE_COLUMNS[1:])}, updated_at = now()""",
+                       rows, template="(%s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s::bigint[], %s, %s, %s)")
+        execute_values(cur, "INSERT INTO live_touched_users (user_id) VALUES %s "
+                            "ON CONFLICT (user_id) DO UPDATE SET touched_at = now()", [(r[0],) for r in rows])
+    return pairs, prof
+
+
+def _none(v):
+    return None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
+
+
+def _num(v):
+    v = _none(v)
+    return None if v is None else float(v)
+
+
+def needs_fold_in(cur, prof: pd.DataFrame) -> list[int]:
+    """Users with 3+ interactions and no neighbours yet."""
+    many = prof.loc[prof["interaction_count"] >= MIN_INTERACTIONS, "user_id"].astype(int).tolist()
+    if not many:
+        return []
+    cur.execute("SELECT u FROM unnest(%s::bigint[]) AS t(u) "
+                "WHERE NOT EXISTS (SELECT 1 FROM user_similarities s WHERE s.user_id = t.u)", (many,))
+    return [r[0] for r in cur.fetchall()]
+
+
+def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) -> int:
+    """Neighbours and the collaborative list of these users, written now. Returns similarity rows written."""
+    if not users:
+        return 0
+    started = time.perf_counter()
+    own = main_queries.load_user_interactions(main, users)
+    candidates = sorted(set(main_queries.co_users(main, own["item_id"].unique().tolist())) | set(users))
+    pairs = _user_pairs(main, settings, candidates, ref_ts)
+    items = pairs["item_id"].unique().tolist()
+    item_users = main_queries.item_user_counts(main, items)
+    catalogue = main_queries.load_items_by_id(main, items)
+    cur.execute("SELECT count(*) FROM user_profiles WHERE interaction_count > 0")
+    n_users = max(cur.fetchone()[0], len(pairs["user_id"].unique()))
+    sims, recs = compute_similarities(pairs, catalogue.loc[catalogue["in_stock"], "item_id"].to_numpy(),
+                                      similarity_config(settings), query_users=users, item_users=item_users,
+                                      n_users=n_users)
+    cur.execute("DELETE FROM user_similarities WHERE user_id = ANY(%s::bigint[])", (users,))
+    cur.execute("DELETE FROM user_recommendations WHERE user_id = ANY(%s::bigint[])", (users,))
+    if len(sims):
+        execute_values(cur, "INSERT INTO user_similarities (user_id, similar_user_id, similarity_score) VALUES %s",
+                       [(int(a), int(b), float(c)) for a, b, c in sims.itertuples(index=False)])
+    if len(recs):
+        execute_values(cur, "INSERT INTO user_recommendations (user_id, item_ids, scores) VALUES %s",
+                       [(int(u), [int(i) for i in ids], [round(float(s), 5) for s in scores])
+                        for u, ids, scores in recs.itertuples(index=False)],
+                       template="(%s, %s::bigint[], %s::real[])")
+    log.info("live=fold_in users=%s candidates=%s candidate_pairs=%s neighbours=%s ms=%.0f", len(users),
+             len(candidates), len(pairs), len(sims), (time.perf_counter() - started) * 1000)
+    return len(sims)
+
+
+# ---------------------------------------------------------------- presents
+
+def sync_presents(main, cur, cache: Cache, st: dict, now: float) -> tuple[dict, list]:
+    """Mark presents changed since the watermark (and deleted ones) in the recommendations DB.
+
+    Returns (newly unavailable {item_id: epoch}, available again [ids]) for the Redis set,
+    written once this transaction has committed.
+    """
+    since = (st["changed"] or now) - PRESENT_OVERLAP_S
+    rows = main_queries.changed_presents(main, since)
+    gone = {int(i): float(changed) for i, available, changed in rows if not available}
+    back = [int(i) for i, available, _ in rows if available]
+    cur.execute("SELECT item_id FROM items WHERE in_stock")
+    served = [r[0] for r in cur.fetchall()]
+    for item_id in main_queries.deleted_presents(main, served):
+        gone[item_id] = now
+    if rows:
+        st["changed"] = max(st["changed"] or 0.0, max(float(r[2]) for r in rows))
+    if gone:
+        cur.execute("UPDATE items SET in_stock = false WHERE item_id = ANY(%s::bigint[]) AND in_stock", (list(gone),))
+        cur.execute("DELETE FROM popular_items WHERE item_id = ANY(%s::bigint[])", (list(gone),))
+    if back:
+        cur.execute("UPDATE items SET in_stock = true WHERE item_id = ANY(%s::bigint[]) AND NOT in_stock", (back,))
+    known = cache.unavailable_since()
+    return ({i: ts for i, ts in gone.items() if i not in known}, [i for i in back if i in known])
+
+
+# ---------------------------------------------------------------- full jobs
+
+def reconcile_full_jobs(main, cur, cache: Cache, settings: Settings, state: dict) -> dict:
+    """Re-apply live changes a full job that finished since the last run may have overwritten."""
+    out = {}
+    snaps = {}
+    for job in FULL_JOBS:
+        cur.execute(LAST_FULL_RUN_SQL, (job,))
+        row = cur.fetchone()
+        seen = state.setdefault(f"job:{job}", {"max_id": 0, "gaps": {}, "changed": 0.0, "ref_ts": None,
+                                               "newest": None})
+        if row is None:
+            continue
+        finished, snap = float(row[0]), float(row[1]) - RECONCILE_MARGIN_S
+        snaps[job] = snap
+        if finished <= (seen["changed"] or 0.0):
+            continue
+        seen["changed"] = finished
+        ref = state["likes"]["ref_ts"]
+        if job == "popular_items":
+            cache.trim_unavailable(snap)
+            still = list(cache.unavailable_since())
+            if still:  # changed after the snapshot: the new tables do not know yet
+                cur.execute("UPDATE items SET in_stock = false WHERE item_id = ANY(%s::bigint[])", (still,))
+                cur.execute("DELETE FROM popular_items WHERE item_id = ANY(%s::bigint[])", (still,))
+            out[job] = len(still)
+            continue
+        cur.execute("SELECT user_id FROM live_touched_users WHERE touched_at >= to_timestamp(%s)", (snap,))
+        users = [r[0] for r in cur.fetchall()]
+        if users and job == "user_profiles":
+            apply_users(main, cur, settings, users, ref)
+        elif users:
+            cur.execute("SELECT user_id FROM user_profiles WHERE user_id = ANY(%s::bigint[]) "
+                        "AND interaction_count >= %s", (users, MIN_INTERACTIONS))
+            fold_in(main, cur, settings, [r[0] for r in cur.fetchall()], ref)
+        out[job] = len(users)
+    if "user_profiles" in snaps and "user_similarities" in snaps:
+        cur.execute("DELETE FROM live_touched_users WHERE touched_at < to_timestamp(%s)",
+                    (min(snaps["user_profiles"], snaps["user_similarities"]),))
+    return out
+
+
+# ---------------------------------------------------------------- the run
+
+def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float = TIME_BUDGET_S) -> dict:
+    lock = cache.client.lock(LOCK_KEY, timeout=LOCK_TTL_S, blocking=False)
+    if not lock.acquire():
+        raise AlreadyRunning("live_sync")
+    started = time.monotonic()
+    main = connect_main(settings)
+    main.autocommit = True  # each read sees what has committed by then
+    recs = connect_recs(settings, application_name="recs-live-sync")
+    result = {"events": 0, "users": 0, "folded_in": 0, "unavailable": 0, "available": 0, "rounds": 0}
+    popped: list = []
+    try:
+        with recs.cursor() as cur:
+            state = load_state(cur)
+            if not state:
+                state = _bootstrap(main, cur, time.time())
+            result["reconciled"] = reconcile_full_jobs(main, cur, cache, settings, state)
+            save_state(cur, state)
+        recs.commit()
+        caught_up = False
+        while not caught_up:
+            now = time.time()
+            rows, caught_up = [], True
+            for source in SOURCES:
+                read = main_queries.load_new_events(main, source, state[source]["max_id"],
+                                                    list(state[source]["gaps"]), BATCH_ROWS)
+                caught_up &= len(read) < BATCH_ROWS
+                _advance(state[source], read, now)
+                if read:
+                    state[source]["newest"] = max(state[source]["newest"] or 0.0, max(r[3] for r in read))
+                rows.extend(read)
+            public = [r for r in rows if r[5]]
+            if public:
+                ref = max(state["likes"]["ref_ts"] or 0.0, max(r[3] for r in public))
+                for source in SOURCES:
+                    state[source]["ref_ts"] = ref
+            popped = cache.pop_touched() if result["rounds"] == 0 else []
+            users = sorted({r[1] for r in public} | set(popped))
+            deferred = []
+            with recs.cursor() as cur:
+                if users:
+                    _, prof = apply_users(main, cur, settings, users, state["likes"]["ref_ts"])
+                    fold = needs_fold_in(cur, prof)
+                    fold, deferred = fold[:FOLD_IN_MAX], fold[FOLD_IN_MAX:]
+                    fold_in(main, cur, settings, fold, state["likes"]["ref_ts"])
+                    result["folded_in"] += len(fold)
+                gone, back = ({}, [])
+                if result["rounds"] == 0:
+                    gone, back = sync_presents(main, cur, cache, state["presents"], now)
+                save_state(cur, state)
+            recs.commit()
+            popped = []
+            # After the commit: a request in between recomputing from the old rows would cache them again.
+            if users:
+                cache.invalidate_users(users)
+                if deferred:  # re-read and folded in by the next run
+                    cache.client.sadd(TOUCHED_KEY, *deferred)
+                    result["fold_in_deferred"] = result.get("fold_in_deferred", 0) + len(deferred)
+            if gone or back:
+                cache.set_unavailable(gone, back)
+            result["events"] += len(rows)
+            result["users"] += len(users)
+            result["unavailable"] += len(gone)
+            result["available"] += len(back)
+            result["rounds"] += 1
+            if time.monotonic() - started > time_budget_s:
+                break
+        with recs.cursor() as cur:
+            save_state(cur, state, caught_up)
+        recs.commit()
+    except BaseException:
+        recs.rollback()
+        if popped:  # their recompute did not happen: the next run takes them again
+            try:
+                cache.client.sadd(TOUCHED_KEY, *popped)
+            except Exception:
+                pass
+        raise
+    finally:
+        main.close()
+        recs.close()
+        try:
+            lock.release()
+        except Exception:  # expired: nothing to release
+            pass
+    result["seconds"] = round(time.monotonic() - started, 3)
+    log.info("job=live_sync status=success events=%s users=%s folded_in=%s unavailable=%s available=%s rounds=%s "
+             "ms=%.0f", result["events"], result["users"], result["folded_in"], result["unavailable"],
+             result["available"], result["rounds"], result["seconds"] * 1000)
+    return result
