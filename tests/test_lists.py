@@ -11,6 +11,7 @@ from shared.serving import Filters, Item, algorithm_label, personalized_list, po
 from shared.settings import load_settings
 from shared.store import SqlSource, prepare
 from tests.conftest import query
+from tests.test_live_sync import add_like, env  # noqa: F401 (env: the live sync's fixture)
 
 SIZE = 200
 
@@ -210,3 +211,34 @@ def test_live_update_rewrites_a_users_list_as_the_full_precompute_does(tiny_env)
     conn.close()
     assert lists.update_users(load_settings(tiny_env), picked + [zero]) == 2
     assert query(recs, sql, (picked + [zero],)) == before
+
+
+def test_the_live_sync_rewrites_the_lists_of_the_users_it_touches(env, hand_env):
+    """A like synced from the main DB: the user's stored list is recomputed at once (without
+    the liked item, as the SQL computation gives it), and a miss is served from it."""
+    from workers import lists
+
+    ns = env
+    user, geo = query(ns.recs, "SELECT user_id, geo_id FROM user_profiles WHERE interaction_count = 1 "
+                               "AND geo_id IS NOT NULL ORDER BY user_id LIMIT 1")[0]
+    (stored,) = query(ns.recs, "SELECT item_ids FROM user_lists WHERE user_id = %s", (user,))[0]
+    add_like(ns.main, user, stored[0])
+    assert ns.sync()["relisted"] == 1
+    row = query(ns.recs, "SELECT item_ids, algorithm FROM user_lists WHERE user_id = %s", (user,))[0]
+    assert stored[0] not in row[0] and row[1] == "content_based"
+    conn = prepare(connect_recs(ns.settings))
+    try:
+        source = SqlSource(lambda fn: fn(conn.cursor()))
+        reference, _ = personalized_list(source, user, geo, Filters(geo_id=geo), SIZE)
+    finally:
+        conn.close()
+    assert row[0] == reference.ids
+    app = create_app(dict(hand_env, GENERATION_CHECK_MS="0"))
+    reads = count_reads(app)
+    client = app.test_client()
+    assert client.post("/popular", json={}).status_code == 200
+    reads.clear()
+    body = client.post("/personalized", json={"user_id": user, "geo_id": geo,
+                                              "pagination": {"limit": 100}}).get_json()
+    assert body["items"] == reference.ids[:100] and len(reads) == 1
+    assert lists.update_users(ns.settings, [user]) == 1  # idempotent
