@@ -1,4 +1,8 @@
-"""The Redis cache: keys, generations, TTLs, counters and cleanup.
+"""The Redis cache: keys, the encoding of what is stored, generations, TTLs, counters and cleanup.
+
+This module owns the cache's format: every key and field name, and how a list and
+live feedback are encoded (encode_list / decode_list, LIKED / UNLIKED). Nothing else
+builds a key or parses a cached value.
 
 Every cached list lives under a key that embeds the generation of the data it was
 built from. A refresh bumps its kind's generation, which makes old keys unreachable;
@@ -10,8 +14,8 @@ A cache hit is one Redis GET. Each process re-reads the generations at most ever
 web worker within that time, and it flushes its hit/miss counters in the same round
 trip. Counting per request in Redis would cost a second round trip per hit.
 
-Live state (see shared/live.py): each user's cached /personalized lists and profile
-live in one hash per user (`user:<id>`, field = generations + geo + filters), so
+Live state (see shared/live.py): each user's cached /personalized lists live in one
+hash per user (`user:<id>`, field = generations + geo + filters), so
 invalidating a user is one DEL and never a key scan; a user's live feedback from
 POST /events is a second small hash (`fb:<id>`, item -> l|u) read in the same round
 trip as the list. Items found unavailable since the last popular refresh are a hash
@@ -30,6 +34,7 @@ import time
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+import orjson
 import redis
 
 PREFIX = "recs:"
@@ -74,6 +79,7 @@ def personalized_suffix(user_id: int, geo_id: int, filters_key: str) -> str:
 
 
 def profile_key(gens: dict, user_id: int) -> str:
+    """Profiles cached by earlier versions under their own key; only cleanup still knows them."""
     return f"{PREFIX}prof:{gens['profiles']}:{user_id}"
 
 
@@ -102,20 +108,24 @@ def user_list_field(gens: dict, geo_id: int, filters_key: str) -> str:
     return f"l:{basis(gens)}:{geo_id}:{filters_key}"
 
 
-def user_profile_field(gens: dict) -> str:
-    return f"p:{gens['profiles']}"
-
-
 class UserSlot(NamedTuple):
     """What one round trip tells about a user's /personalized request."""
 
     key: str
     list_field: str
-    profile_field: str
-    value: bytes | None  # the cached list
-    profile: bytes | None  # the cached profile
+    value: bytes | None  # the cached list (encode_list)
     feedback: dict  # {item_id: LIKED | UNLIKED}
     gens: dict
+
+
+def encode_list(ids: list, sections: list, algorithm: str) -> bytes:
+    """A served list as cached: its ids, its sections [(algorithm, first index)] and the primary algorithm."""
+    return orjson.dumps({"i": ids, "s": sections, "a": algorithm})
+
+
+def decode_list(raw: bytes) -> tuple[list, list, str]:
+    data = orjson.loads(raw)
+    return data["i"], [tuple(s) for s in data["s"]], data["a"]
 
 
 def live_exclusions(feedback: dict) -> tuple[frozenset, frozenset]:
@@ -195,31 +205,27 @@ class Cache:
         return key, value, gens
 
     def lookup_user(self, user_id: int, geo_id: int, filters_key: str) -> UserSlot:
-        """The user's cached list and profile, and their live feedback, in one round trip; counts the request."""
+        """The user's cached list and their live feedback, in one round trip; counts the request."""
         gens = self.generations()
-        key, list_field, profile_field = user_key(user_id), user_list_field(gens, geo_id, filters_key), \
-            user_profile_field(gens)
+        key, list_field = user_key(user_id), user_list_field(gens, geo_id, filters_key)
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.hmget(key, [list_field, profile_field])
+            pipe.hget(key, list_field)
             pipe.hgetall(feedback_key(user_id))
             return pipe.execute()
 
-        (value, profile), feedback = self._call(run)
+        value, feedback = self._call(run)
         self._requests += 1
-        return UserSlot(key, list_field, profile_field, value, profile, feedback, gens)
+        return UserSlot(key, list_field, value, feedback, gens)
 
-    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int, profile: bytes | None = None) -> None:
-        """Cache a computed list (and the profile read for it) in the user's hash, in one round trip."""
+    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int) -> None:
+        """Cache a computed list in the user's hash, in one round trip."""
         self._misses += 1
-        mapping = {slot.list_field: value}
-        if profile is not None:
-            mapping[slot.profile_field] = profile
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.hset(slot.key, mapping=mapping)
+            pipe.hset(slot.key, slot.list_field, value)
             pipe.expire(slot.key, ttl_s)
             pipe.execute()
 
