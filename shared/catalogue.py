@@ -21,8 +21,8 @@ from collections import OrderedDict
 
 from shared.serving import Filters, Item, Profile, take
 
-PAGE_ROWS = 10000  # catalogue rows read per query while loading (bounded transient memory)
-SEGMENT_CACHE = 512  # segment lists kept per process (~3 KB each at 200 items)
+PAGE_ROWS = 2000  # catalogue rows read per query while loading: a page is all that is ever held as objects
+SEGMENT_CACHE = 128  # segment lists kept per process (~3 KB each at 200 items)
 DENSE_SLACK = 4  # ids up to this many times the item count are indexed directly; sparser ids use a dict
 
 ITEMS_PAGE_SQL = ("SELECT item_id, price, category, platform, geo_id, in_stock FROM items "
