@@ -223,17 +223,20 @@ def throughput(settings, cache, db: MainDB, burst: int) -> dict:
     live.sync_recent_activity(settings, cache)  # the watermark, before the burst
     db.burst(burst)
     started = time.perf_counter()
-    applied, runs, folded = 0, 0, 0
-    while True:
+    applied, runs, folded, absorbed = 0, 0, 0, None
+    while runs < 100:
         result = live.sync_recent_activity(settings, cache)
         applied += result["events"]
         folded += result["folded_in"]
         runs += 1
-        if result["events"] == 0 or applied >= burst:
-            break
+        if absorbed is None and (applied >= burst or result["events"] == 0):
+            absorbed = time.perf_counter() - started  # every event applied (profiles, exclusions)
+        if result["users"] == 0:
+            break  # and every fold-in a round deferred done
     seconds = time.perf_counter() - started
-    return {"burst": burst, "applied": applied, "seconds": round(seconds, 2), "runs": runs, "folded_in": folded,
-            "interactions_per_s": round(applied / seconds, 1) if seconds else None}
+    return {"burst": burst, "applied": applied, "seconds": round(absorbed, 2), "with_fold_ins_s": round(seconds, 2),
+            "runs": runs, "folded_in": folded,
+            "interactions_per_s": round(applied / absorbed, 1) if absorbed else None}
 
 
 def run(env: dict, api_url: str, tmp: Path, run_wrk, scripts: dict, users: dict, seconds: int,
@@ -308,7 +311,7 @@ def markdown(block: dict) -> list[str]:
         f"POST /events to effect p50 {e['p50_ms']} ms, p99 {e['p99_ms']} ms "
         f"({e['gone_on_first_request']}/{e['events']} gone on the first request); "
         f"sync throughput {t['interactions_per_s']} interactions/s ({t['burst']} burst absorbed in {t['seconds']} s, "
-        f"{t['folded_in']} fold-ins); cache-hit RPS with the sync running / without {block['hit_rps_with_vs_without']}, "
+        f"its {t['folded_in']} fold-ins done after {t['with_fold_ins_s']} s); cache-hit RPS with the sync running / without {block['hit_rps_with_vs_without']}, "
         f"cache-miss p99 with {block['miss_p99_ms']['with']} ms, without {block['miss_p99_ms']['without']} ms.",
     ]
 

@@ -309,3 +309,13 @@ def test_a_real_worker_and_beat_apply_a_like_within_the_sync_period(env, tmp_pat
         worker.stop()
     assert gone, logs[-3000:]
     assert "job=live_sync status=success events=1" in logs, logs[-3000:]
+
+
+def test_a_finished_full_job_is_reconciled_once(env):
+    user = user_with(env.recs, "interaction_count >= 1")
+    item = query(env.recs, "SELECT item_id FROM items WHERE in_stock ORDER BY item_id DESC LIMIT 1")[0][0]
+    add_like(env.main, user, item)
+    env.sync()
+    pipeline.update_user_profiles(env.settings, env.cache)
+    assert env.sync()["reconciled"] == {"user_profiles": 1}
+    assert env.sync()["reconciled"] == {}  # seen: the next runs leave it alone

@@ -60,7 +60,8 @@ GAP_TTL_S = 3600  # an id missing this long was rolled back: stop looking for it
 MAX_GAPS = 100_000  # per source; a jump in the id sequence beyond this is logged and not tracked
 PRESENT_OVERLAP_S = 300  # presents are re-read this far behind their watermark (late commits)
 RECONCILE_MARGIN_S = 60  # a full job's snapshot is taken this soon after its run starts, at the latest
-FOLD_IN_MAX = 1000  # users folded in per round; more (a burst) wait for the next run, their profiles do not
+# Users folded in per round (bounds a run); a burst's others wait for the next runs, their profiles do not.
+FOLD_IN_MAX = 200
 LOCK_KEY = "recs:lock:live_sync"
 LOCK_TTL_S = 600
 FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists")
@@ -90,8 +91,12 @@ class AlreadyRunning(Exception):
 def load_state(cur) -> dict:
     cur.execute("SELECT source, max_id, gaps, extract(epoch FROM changed_at), ref_ts, "
                 "extract(epoch FROM newest_event_at) FROM live_sync_state")
-    return {r[0]: {"max_id": r[1], "gaps": {int(k): v for k, v in (r[2] or {}).items()}, "changed": r[3],
-                   "ref_ts": r[4], "newest": r[5]} for r in cur.fetchall()}
+    return {r[0]: {"max_id": r[1], "gaps": {int(k): v for k, v in (r[2] or {}).items()}, "changed": _float(r[3]),
+                   "ref_ts": r[4], "newest": _float(r[5])} for r in cur.fetchall()}
+
+
+def _float(v):
+    return None if v is None else float(v)
 
 
 def save_state(cur, state: dict, caught_up: bool | None = None) -> None:
@@ -119,7 +124,7 @@ def _bootstrap(main, recs_cur, now: float) -> dict:
     for job in FULL_JOBS:
         recs_cur.execute(LAST_FULL_RUN_SQL, (job,))
         row = recs_cur.fetchone()
-        state[f"job:{job}"] = {"max_id": 0, "gaps": {}, "changed": row[0] if row else 0.0, "ref_ts": None,
+        state[f"job:{job}"] = {"max_id": 0, "gaps": {}, "changed": float(row[0]) if row else 0.0, "ref_ts": None,
                                "newest": None}
     log.info("live=bootstrap likes_id=%s clicks_id=%s", ids["likes"], ids["clicks"])
     return state
@@ -280,7 +285,7 @@ def reconcile_full_jobs(main, cur, cache: Cache, settings: Settings, state: dict
             continue
         finished, snap = float(row[0]), float(row[1]) - RECONCILE_MARGIN_S
         snaps[job] = snap
-        if finished <= (seen["changed"] or 0.0):
+        if finished <= (seen["changed"] or 0.0) + 0.001:  # stored through to_timestamp: microseconds
             continue
         seen["changed"] = finished
         ref = state["likes"]["ref_ts"]
