@@ -373,9 +373,9 @@ def markdown(result: dict) -> str:
     if r.get("skipped"):
         lines.append("Refresh: not run in this bench (--no-refresh).")
     else:
+        lists = f"lists {r['lists_s']} s, " if "lists_s" in r else ""
         lines.append(f"Refresh: popular {r['popular_s']} s, profiles {r['profiles_s']} s, similarities "
-                     f"{r['similarities_s']} s, lists {r.get('lists_s', '-')} s, read {r['read_s']} s, "
-                     f"total {r['total_s']} s, "
+                     f"{r['similarities_s']} s, {lists}read {r['read_s']} s, total {r['total_s']} s, "
                      f"peak RSS {r['peak_rss_mb']} MB.")
     if "mixed_personalized" in result:
         m = result["mixed_personalized"]
@@ -409,7 +409,15 @@ config (`deploy/gunicorn.conf.py`, 2 sync workers) and loads it with wrk: a bare
 Flask app doing one Redis GET under the same config (the ceiling a cache hit can
 reach), cache hits on both endpoints, and cache misses per algorithm (every request
 carries a never-repeating `price_from`, so it misses). Request mixes cover many
-segments, users from each interaction bucket, filters and pages.
+segments, users from each interaction bucket, filters and pages. That tiny
+`price_from` holds every price, so a personal miss without other filters is answered
+from the user's precomputed list when its geo matches; the others are computed in
+memory. `mixed_personalized` (concurrency 32, one run) draws `/personalized` users
+uniformly from all users in random order, with the mixes' share of price and category
+filters and pages and the user's geo on 90 % of requests: mostly misses, as after a
+refresh. The result also reports each miss's server p50 over a hit's, miss RPS over the
+baseline, the list step of the refresh, and the recommendations DB's size with and
+without the precomputed lists.
 
 **Figures differ between machines; compare ratios measured in the same run** (e.g.
 cache-hit RPS / baseline RPS), not absolute numbers across machines. wrk, PostgreSQL,
