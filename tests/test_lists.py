@@ -242,3 +242,34 @@ def test_the_live_sync_rewrites_the_lists_of_the_users_it_touches(env, hand_env)
                                               "pagination": {"limit": 100}}).get_json()
     assert body["items"] == reference.ids[:100] and len(reads) == 1
     assert lists.update_users(ns.settings, [user]) == 1  # idempotent
+
+
+class _EmptySource:
+    """Users without history and no popular lists: each gets an empty list."""
+
+    def profile(self, user_id):
+        from shared.serving import Profile
+
+        return Profile(user_id, 0)
+
+    def popular(self, segments, filters=None, limit=None, skip=()):
+        return {}
+
+    def collaborative(self, user_id):
+        return []
+
+
+def _chunks_in_a_celery_child(_):
+    from workers import lists
+
+    lists.CHUNK_USERS = 3  # several chunks: the forked pool is used
+    return [line.split(",")[0] for chunk in lists.list_chunks(_EmptySource(), list(range(1, 11)), 5, 2)
+            for line in chunk.getvalue().splitlines()]
+
+
+def test_the_precompute_forks_its_pool_inside_a_celery_prefork_child():
+    """Celery's prefork children are daemonic, and multiprocessing refuses children to those."""
+    import billiard
+
+    with billiard.Pool(1) as pool:
+        assert pool.apply(_chunks_in_a_celery_child, (0,)) == [str(u) for u in range(1, 11)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -50,15 +51,29 @@ def list_chunks(source, user_ids: list[int], size: int, processes: int = 2):
     parts = [user_ids[i:i + CHUNK_USERS] for i in range(0, len(user_ids), CHUNK_USERS)]
     _STATE = (source, size)
     try:
-        if processes <= 1 or len(parts) <= 1 or multiprocessing.current_process().daemon:
+        if processes <= 1 or len(parts) <= 1:
             for part in parts:
                 yield io.StringIO(_chunk(part))
             return
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
+        with _may_fork(), multiprocessing.get_context("fork").Pool(processes) as pool:
             for text in pool.imap(_chunk, parts):
                 yield io.StringIO(text)
     finally:
         _STATE = None
+
+
+@contextmanager
+def _may_fork():
+    """Let a Celery prefork child start the pool. Its process is marked daemonic, which
+    multiprocessing refuses to give children (they could outlive it); this pool's
+    processes end with the `with` block that uses it, before the task returns."""
+    proc = multiprocessing.current_process()
+    daemon = proc._config.get("daemon")
+    proc._config["daemon"] = False
+    try:
+        yield
+    finally:
+        proc._config["daemon"] = daemon
 
 
 # ---------------------------------------------------------------- sources
