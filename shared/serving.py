@@ -353,20 +353,14 @@ class _ReadWatch:
         self.lo, self.hi, self.unpriced = math.inf, -math.inf, False
 
     def _note(self, pairs, check_geo: bool):
-        lo, hi, geo = self.lo, self.hi, self.geo
-        for pair in pairs:
-            item = pair[0]
-            price = item[1]  # Item.price
-            if price is None:
-                self.unpriced = True
-            else:
-                if price < lo:
-                    lo = price
-                if price > hi:
-                    hi = price
-            if check_geo and item[4] is not None and item[4] != geo:  # Item.geo_id
-                self.geo_safe = False
-        self.lo, self.hi = lo, hi
+        prices = [pair[0][1] for pair in pairs]  # Item.price; builtins below: this runs for every read
+        if None in prices:
+            self.unpriced = True
+            prices = [price for price in prices if price is not None]
+        if prices:
+            self.lo, self.hi = min(self.lo, min(prices)), max(self.hi, max(prices))
+        if check_geo and self.geo_safe and self._foreign(pairs):
+            self.geo_safe = False
 
     def _foreign(self, pairs) -> bool:
         geo = self.geo
