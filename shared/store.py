@@ -5,9 +5,9 @@ as shared.db.LazyConnection.run, so the caller decides how connections are held.
 """
 from __future__ import annotations
 
-from shared.jobs import LAST_RUNS_SQL, LAST_SUCCESS_SQL
 from typing import NamedTuple
 
+from shared.jobs import LAST_RUNS_SQL, LAST_SUCCESS_SQL
 from shared.serving import Filters, Item, PersonalList, Profile
 
 ITEM_COLS = "i.item_id, i.price, i.category, i.platform, i.geo_id, i.in_stock"

@@ -1,15 +1,16 @@
-"""Precomputed personal lists: for every user with interactions, the whole list
-shared.serving.personalized_list gives without request filters (precompute_list).
+"""Precomputed personal lists (user_lists) and popular segment lists (popular_lists).
 
-The same serving code runs against in-memory data (workers.memory_source), the way
-the evaluator runs it, so a stored list is exactly what the API would compute. The
-Python loop is the cost (about a millisecond a user), so users are split over forked
-processes that share the source copy-on-write; each returns a CSV chunk to COPY.
+For every user with interactions, shared.serving.precompute_list: the whole list
+/personalized serves a request with no price or category filter and the user's own
+geo. The serving code itself runs against in-memory data (workers.memory_source), the
+way the evaluator runs it, so a stored list is exactly what the API would compute.
+The Python loop is the cost (about half a millisecond of CPU a user), so users are
+split over forked processes that share the source copy-on-write; each returns a CSV
+chunk to COPY.
 """
 from __future__ import annotations
 
 import io
-import logging
 import multiprocessing
 from contextlib import contextmanager
 
@@ -18,9 +19,8 @@ import pandas as pd
 
 from shared.serving import PersonalList, precompute_list
 from shared.store import encode_sections
-from workers.memory_source import PROFILE_COLUMNS, MemorySource  # noqa: F401 (PROFILE_COLUMNS: the pipeline's)
+from workers.memory_source import MemorySource
 
-log = logging.getLogger("recs.jobs")
 CHUNK_USERS = 2000
 COLUMNS = ["user_id", "item_ids", "sections", "algorithm", "geo_id", "geo_safe", "price_lo", "price_hi"]
 

@@ -25,6 +25,7 @@ from workers.compute.popular import compute_popular
 from workers.compute.profiles import compute_profiles
 from workers.compute.similarities import SimilarityConfig, compute_similarities
 from workers import lists
+from workers.memory_source import PROFILE_COLUMNS
 
 log = logging.getLogger("recs.jobs")
 CHUNK_ROWS = 200_000
@@ -158,7 +159,7 @@ def update_user_profiles(settings: Settings, cache: Cache, snapshot: Snapshot | 
     with job_run("user_profiles", settings, cache) as result:
         snap = snapshot or read_snapshot(settings)
         prof = compute_profiles(snap.pairs(settings), snap.demographics(), snap.items)
-        kept = prof[lists.PROFILE_COLUMNS].copy()
+        kept = prof[PROFILE_COLUMNS].copy()
         prof["liked_item_ids"] = prof["liked_item_ids"].map(_pg_array)
         prof["geo_id"] = prof["geo_id"].astype("Int64")
         cols = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
