@@ -65,7 +65,10 @@ FOLD_IN_MAX = 200
 LOCK_KEY = "recs:lock:live_sync"
 LOCK_TTL_S = 600
 FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists")
-LISTS_MAX = 2000  # stored lists recomputed per round; the others are served computed until the next lists job
+# Stored lists recomputed per round (a few ms each over the SQL source), so a burst does
+# not slow the sync; the others are served computed (exactly the same answers) until
+# the next lists job.
+LISTS_MAX = 500
 PROFILE_COLUMNS = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
                    "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
 
