@@ -80,6 +80,35 @@ CREATE TABLE IF NOT EXISTS user_recommendations (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Each popular_items segment's whole list as one row (same rows, same order: score
+-- descending, then item id), so serving reads the lists of a fallback chain in one
+-- indexed query. Swapped, together with items and popular_items.
+CREATE TABLE IF NOT EXISTS popular_lists (
+    geo_id     integer NOT NULL,
+    gender     text NOT NULL,
+    age_group  text NOT NULL,
+    category   text NOT NULL,
+    item_ids   bigint[] NOT NULL,
+    scores     double precision[] NOT NULL,
+    PRIMARY KEY (geo_id, gender, age_group, category)
+);
+
+-- Each user's whole /personalized list for a request with no price or category filter
+-- and the user's own geo (shared.serving.precompute_list), for every user with
+-- interactions. The API answers a miss from it with one read when the request gets
+-- the same list (precomputed_answers), else computes from popular_lists. Swapped by
+-- recs.update_user_lists; the live sync rewrites the users it touches.
+CREATE TABLE IF NOT EXISTS user_lists (
+    user_id    bigint PRIMARY KEY,
+    item_ids   bigint[] NOT NULL,
+    sections   text NOT NULL,      -- 'collaborative:0 popular:87': algorithm:index of its first item
+    algorithm  text NOT NULL,      -- the user's primary algorithm when computed
+    geo_id     integer,            -- the profile's geo: the list's segment and geo filter
+    geo_safe   boolean NOT NULL,   -- the geo filter removed nothing read: a request without it gets the same list
+    price_lo   double precision,   -- price range of every item read: a price filter holding it changes nothing
+    price_hi   double precision    -- (NULL: an unpriced item was read)
+);
+
 -- Main-DB figures for /stats, refreshed by the popular job (the API never reads the main DB).
 CREATE TABLE IF NOT EXISTS main_db_stats (
     name        text PRIMARY KEY,

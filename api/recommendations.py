@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import orjson
 from flask import Blueprint, request
 
 from api.accesslog import ALGORITHM, CACHE_HIT
@@ -15,8 +14,10 @@ from api.http import json_body, json_response, services
 from api.services import Services
 from api.serve import KeySlot, UserSlot, serve
 from api.validation import PersonalizedRequest, PopularRequest, parse, personalized_filters, popular_filters
-from shared.cache import POPULAR as POPULAR_KIND, popular_suffix
-from shared.serving import POPULAR, Profile, personalized_list, popular_list
+from shared.cache import POPULAR as POPULAR_KIND, lists_current, popular_suffix
+from shared.catalogue import SnapshotSource
+from shared.demographics import fallback_chain
+from shared.serving import POPULAR, Profile, personal_answer, popular_list, segments_needed
 
 bp = Blueprint("recommendations", __name__)
 
@@ -32,13 +33,22 @@ def _finish(result: dict):
     return json_response(result)
 
 
+def _snapshot_source(s: Services, slot, **kwargs) -> SnapshotSource:
+    """The request's Source: the process's catalogue snapshot (reloaded when the popular
+    generation moved) and segment lists read in one query."""
+    snapshot = s.snapshot
+    catalogue = snapshot.current(slot.gens["popular"] if slot.gens else None)
+    return SnapshotSource(snapshot, catalogue, s.source.segment_lists, **kwargs)
+
+
 def popular_result(s: Services, body) -> dict:
     cfg = s.settings
     req, f, page, limit = parse(PopularRequest, body, cfg.max_page_size, cfg.default_page_size)
     segment, filters = popular_filters(req, f)
 
-    def compute(_slot, exclude):
-        return popular_list(s.source, segment, filters, cfg.recommendation_list_size, exclude), POPULAR
+    def compute(slot, exclude):
+        source = _snapshot_source(s, slot, expected=fallback_chain(*segment))
+        return popular_list(source, segment, filters, cfg.recommendation_list_size, exclude), POPULAR
 
     suffix = popular_suffix(segment, filters.key())
     return serve(s, lambda cache: KeySlot(cache, POPULAR_KIND, suffix), compute, cfg.cache_ttl_popular, page, limit)
@@ -49,20 +59,6 @@ def popular():
     return _finish(popular_result(services(), json_body()))
 
 
-def _profile(s, slot, user_id: int) -> Profile | None:
-    """The user's profile: cached in the user's hash under the profiles generation, else read.
-
-    A profile read from the DB is set as slot.profile_out, cached together with the list it served.
-    """
-    if slot.profile is not None:
-        data = orjson.loads(slot.profile)
-        return None if data is None else Profile(**{**data, "liked": frozenset(data["liked"])})
-    profile = s.source.profile(user_id)
-    data = None if profile is None else {**profile.__dict__, "liked": sorted(profile.liked)}
-    slot.profile_out = orjson.dumps(data)
-    return profile
-
-
 def personalized_result(s: Services, body) -> dict:
     cfg = s.settings
     req, f, page, limit = parse(PersonalizedRequest, body, cfg.max_page_size, cfg.default_page_size)
@@ -70,11 +66,18 @@ def personalized_result(s: Services, body) -> dict:
     geo = req.geo_id or 0
 
     def compute(slot, exclude):
-        profile = _profile(s, slot, req.user_id) or _unknown_user(req.user_id)
+        # One read: profile, precomputed list, collaborative list.
+        row = s.source.user(req.user_id)
+        profile = row.profile or _unknown_user(req.user_id)
+        plist = row.plist if lists_current(slot.gens) else None
         if slot.liked or slot.unliked:  # live feedback since the profile was computed (POST /events)
+            if slot.unliked & profile.liked:  # an unliked item may come back: the stored list excludes it
+                plist = None
             profile = replace(profile, liked=(profile.liked | slot.liked) - slot.unliked)
-        return personalized_list(s.source, req.user_id, req.geo_id, filters, cfg.recommendation_list_size,
-                                 profile=profile, exclude=exclude)
+        source = _snapshot_source(s, slot, profile=profile, collaborative=row.collaborative,
+                                  expected=segments_needed(profile, req.geo_id, filters))
+        return personal_answer(source, req.user_id, req.geo_id, filters, cfg.recommendation_list_size, profile,
+                               plist, exclude)
 
     return serve(s, lambda cache: UserSlot(cache, req.user_id, geo, filters.key()), compute,
                  cfg.cache_ttl_personalized, page, limit)

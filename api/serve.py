@@ -1,5 +1,10 @@
 """Cache-through serving: one Redis round trip on a hit, else compute from the recommendations DB.
 
+A /personalized miss reads the user's row (profile, precomputed list, collaborative
+list) in one query; when the precomputed list is the exact answer it is served as is,
+else the list is computed in memory over the catalogue snapshot and the segment lists
+(read in one query). The cache's format is shared.cache's.
+
 The whole ranked, filtered list is cached under a key without the page, then sliced,
 so pages never overlap or skip. Redis down: compute from the DB, cache_hit false.
 
@@ -11,37 +16,26 @@ from __future__ import annotations
 
 import time
 
-import orjson
 import psycopg2
 
-from shared.cache import CacheUnavailable, live_exclusions
-from shared.serving import Ranked, algorithm_label, paginate, without
+from shared.cache import CacheUnavailable, decode_list, encode_list, live_exclusions
+from shared.serving import algorithm_label, paginate, without
 
 
 class DatabaseUnavailable(Exception):
     pass
 
 
-def _encode(ranked: Ranked, algorithm: str) -> bytes:
-    return orjson.dumps({"i": ranked.ids, "s": ranked.sections, "a": algorithm})
-
-
-def _decode(raw: bytes):
-    data = orjson.loads(raw)
-    return data["i"], [tuple(s) for s in data["s"]], data["a"]
-
-
 class KeySlot:
     """A list cached under its own key (/popular): one GET."""
 
     liked = unliked = frozenset()
-    profile = None
 
     def __init__(self, cache, kind: str, suffix: str):
         self.cache = cache
         self.key, self.value, self.gens = cache.lookup(kind, suffix)
 
-    def store(self, value: bytes, ttl_s: int, profile: bytes | None = None) -> None:
+    def store(self, value: bytes, ttl_s: int) -> None:
         self.cache.store_miss(self.key, value, ttl_s)
 
 
@@ -51,29 +45,26 @@ class UserSlot:
     def __init__(self, cache, user_id: int, geo_id: int, filters_key: str):
         self.cache = cache
         self.slot = cache.lookup_user(user_id, geo_id, filters_key)
-        self.value, self.gens, self.profile = self.slot.value, self.slot.gens, self.slot.profile
+        self.value, self.gens = self.slot.value, self.slot.gens
         self.liked, self.unliked = live_exclusions(self.slot.feedback)
 
-    def store(self, value: bytes, ttl_s: int, profile: bytes | None = None) -> None:
-        self.cache.store_user(self.slot, value, ttl_s, profile)
+    def store(self, value: bytes, ttl_s: int) -> None:
+        self.cache.store_user(self.slot, value, ttl_s)
 
 
 class NoSlot:
     """Redis is down: nothing cached, no live feedback; the last known unavailable set still applies."""
 
-    value = gens = profile = None
+    value = gens = None
     liked = unliked = frozenset()
 
-    def store(self, value: bytes, ttl_s: int, profile: bytes | None = None) -> None:
+    def store(self, value: bytes, ttl_s: int) -> None:
         pass
 
 
 def serve(services, open_slot, compute, ttl_s: int, page: int, limit: int) -> dict:
-    """open_slot(cache) -> a slot (KeySlot, UserSlot); compute(slot, exclude) -> (Ranked, primary algorithm).
-
-    compute may set slot.profile_out (bytes) to cache the profile it read with the list,
-    in the same round trip.
-    """
+    """open_slot(cache) -> a slot (KeySlot, UserSlot); compute(slot, exclude) -> (list with .ids and
+    .sections, primary algorithm)."""
     started = time.perf_counter()
     cache = services.cache
     try:
@@ -83,7 +74,7 @@ def serve(services, open_slot, compute, ttl_s: int, page: int, limit: int) -> di
     exclude = cache.unavailable | slot.liked if slot.liked else cache.unavailable
     hit = slot.value is not None
     if hit:
-        ids, sections, algorithm = _decode(slot.value)
+        ids, sections, algorithm = decode_list(slot.value)
         ids, sections = without(ids, sections, exclude)
     else:
         try:
@@ -92,7 +83,7 @@ def serve(services, open_slot, compute, ttl_s: int, page: int, limit: int) -> di
             raise DatabaseUnavailable(str(exc).strip().splitlines()[0] if str(exc).strip() else "unavailable") from exc
         ids, sections = ranked.ids, ranked.sections
         try:
-            slot.store(_encode(ranked, algorithm), ttl_s, getattr(slot, "profile_out", None))
+            slot.store(encode_list(ranked.ids, ranked.sections, algorithm), ttl_s)
         except CacheUnavailable:
             pass
     start = (page - 1) * limit

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from api.health import Snapshot
+from api.health import Snapshot as HealthSnapshot
 from api.metrics import CountedConnection, dependency_error
 from shared.cache import Cache, make_client
+from shared.catalogue import Snapshot as CatalogueSnapshot
 from shared.db import API_CONNECT_TIMEOUT_S, LazyConnection, connect_main, connect_recs
 from shared.settings import Settings
 from shared.store import SqlSource, prepare
@@ -40,15 +41,20 @@ class Services:
     def source(self) -> SqlSource:
         return SqlSource(self.recs_db.run)
 
+    @cached_property
+    def snapshot(self) -> CatalogueSnapshot:
+        """The catalogue snapshot and segment lists this process serves misses from."""
+        return CatalogueSnapshot(self.recs_db.run)
+
     def connect_main(self):
         return connect_main(self.settings, statement_timeout_ms=self.settings.db_timeout_ms,
                             connect_timeout_s=API_CONNECT_TIMEOUT_S)
 
     @cached_property
-    def health(self) -> Snapshot:
+    def health(self) -> HealthSnapshot:
         from api.ops import check_timeout_s, diagnose  # the checks live with the /health view
 
-        return Snapshot(lambda: diagnose(self), ttl_s=HEALTH_TTL_S, wait_s=check_timeout_s(self.settings) + 0.2)
+        return HealthSnapshot(lambda: diagnose(self), ttl_s=HEALTH_TTL_S, wait_s=check_timeout_s(self.settings) + 0.2)
 
     @cached_property
     def celery(self):

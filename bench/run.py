@@ -40,6 +40,9 @@ RATIO_SCENARIOS = ("baseline", "hit_popular", "hit_personalized")
 # mix, interleaved with the others at c=8 only, against a second API with METRICS_ENABLED=0.
 METRICS_OFF = "hit_popular_metrics_off"
 MISS_SCENARIOS = ("miss_popular", "miss_content_based", "miss_collaborative")
+# /personalized for users drawn uniformly from all users, with the filters and pages of
+# the other mixes: mostly misses, the way a refresh or an event leaves the cache.
+MIXED_SCENARIO, MIXED_CONCURRENCY, MIXED_USERS = "mixed_personalized", 32, 20000
 
 
 def median_block(blocks: list[dict]) -> dict:
@@ -50,6 +53,7 @@ LUA = r"""
 local bodies = {BODIES}
 local paths = {PATHS}
 local unique = {UNIQUE}
+local random = {RANDOM}
 local n = #bodies
 local counter = 0
 local thread_id = 0
@@ -61,10 +65,15 @@ end
 function init(args)
   thread_id = tid or 0
   run_id = tonumber(args[1]) or 0
+  math.randomseed(run_id * 1000 + thread_id)
 end
 function request()
   counter = counter + 1
   local k = (counter % n) + 1
+  if random then
+    -- A random body each request: threads do not walk the list in step, caching for each other.
+    k = math.random(n)
+  end
   local body = bodies[k]
   if unique then
     -- Unique per run, thread and request: a later run must not hit what an earlier one cached.
@@ -83,7 +92,7 @@ end
 """
 
 
-def lua_script(path: Path, requests: list[tuple[str, dict]], unique: bool) -> Path:
+def lua_script(path: Path, requests: list[tuple[str, dict]], unique: bool, random_pick: bool = False) -> Path:
     def lua_str(s):
         return "[==[" + s + "]==]"
 
@@ -97,6 +106,7 @@ def lua_script(path: Path, requests: list[tuple[str, dict]], unique: bool) -> Pa
         LUA.replace("{BODIES}", "{" + ", ".join(map(lua_str, bodies)) + "}")
         .replace("{PATHS}", "{" + ", ".join(lua_str(p) for p, _ in requests) + "}")
         .replace("{UNIQUE}", "true" if unique else "false")
+        .replace("{RANDOM}", "true" if random_pick else "false")
     )
     return path
 
@@ -173,12 +183,14 @@ def server_times(log: Path, start: int) -> dict:
     """Server-side ms of the requests logged since byte offset `start` (the app's access lines)."""
     with open(log) as f:
         f.seek(start)
-        ms = [float(m) for m in re.findall(r"status=\d+ algorithm=\S+ cache_hit=\S+ ms=([0-9.]+)", f.read())]
-    if not ms:
+        found = re.findall(r"status=\d+ algorithm=\S+ cache_hit=(\S+) ms=([0-9.]+)", f.read())
+    if not found:
         return {}
-    ms.sort()
+    ms = sorted(float(m) for _, m in found)
     pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 3)  # noqa: E731
-    return {"server_p50_ms": pick(0.5), "server_p99_ms": pick(0.99), "server_samples": len(ms)}
+    hits = sum(1 for hit, _ in found if hit.lower() == "true")
+    return {"server_p50_ms": pick(0.5), "server_p99_ms": pick(0.99), "server_samples": len(ms),
+            "cache_hit_share": round(hits / len(found), 3)}
 
 
 def refresh(env: dict) -> dict:
@@ -196,11 +208,51 @@ def refresh(env: dict) -> dict:
         "popular_s": result["popular_items"]["seconds"],
         "profiles_s": result["user_profiles"]["seconds"],
         "similarities_s": result["user_similarities"]["seconds"],
+        "lists_s": result["user_lists"]["seconds"],
         "cleanup_s": result["cleanup_cache"]["seconds"],
         "total_s": round(time.perf_counter() - started, 2),
         "peak_rss_mb": round(peak, 1),
         "rows": result["rows"],
     }
+
+
+def db_sizes(recs_url: str) -> dict:
+    """The recommendations DB's size, per table, and without the precomputed lists (what it held before them)."""
+    conn = psycopg2.connect(recs_url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_database_size(current_database())")
+        total = cur.fetchone()[0]
+        cur.execute("SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+                    "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY 2 DESC")
+        tables = {name: round(size / 2**20, 1) for name, size in cur.fetchall()}
+    conn.close()
+    lists = sum(tables.get(t, 0) for t in ("user_lists", "popular_lists"))
+    return {"total_mb": round(total / 2**20, 1), "without_lists_mb": round(total / 2**20 - lists, 1),
+            "tables_mb": tables}
+
+
+def miss_figures(at8: dict) -> dict:
+    """Per algorithm at c=8: miss server p50 over a hit's (same endpoint), and miss RPS over the bare baseline."""
+    out = {}
+    for algorithm, hit in (("popular", "hit_popular"), ("content_based", "hit_personalized"),
+                           ("collaborative", "hit_personalized")):
+        miss = at8[f"miss_{algorithm}"]
+        hit_p50 = at8[hit].get("server_p50_ms")
+        out[algorithm] = {
+            "server_p50_vs_hit": round(miss["server_p50_ms"] / hit_p50, 2) if hit_p50 and "server_p50_ms" in miss
+            else None,
+            "rps_vs_baseline": round(miss["rps"] / at8["baseline"]["rps"], 3),
+        }
+    return out
+
+
+def mixed_figures(grid: dict) -> dict:
+    block = grid[MIXED_SCENARIO][str(MIXED_CONCURRENCY)]
+    base = grid["baseline"][str(MIXED_CONCURRENCY)]
+    return {"concurrency": MIXED_CONCURRENCY, "rps": block["rps"], "rps_vs_baseline": round(block["rps"] / base["rps"], 3),
+            "p50_ms": block["p50_ms"], "p99_ms": block["p99_ms"], "server_p50_ms": block.get("server_p50_ms"),
+            "server_p99_ms": block.get("server_p99_ms"), "cache_hit_share": block.get("cache_hit_share"),
+            "errors": block["non2xx"] + block["socket_errors"]}
 
 
 def pick_users(recs_url: str, n: int = 300) -> dict:
@@ -214,6 +266,10 @@ def pick_users(recs_url: str, n: int = 300) -> dict:
             out[bucket] = cur.fetchall()
         cur.execute("SELECT DISTINCT category FROM items")
         out["categories"] = [r[0] for r in cur.fetchall()]
+        # Uniform over all users (every user has a profile row), in a fixed pseudo-random order.
+        cur.execute("SELECT user_id, geo_id FROM user_profiles ORDER BY md5('mixed' || user_id::text) LIMIT %s",
+                    (MIXED_USERS,))
+        out["everyone"] = cur.fetchall()
     conn.close()
     return out
 
@@ -256,7 +312,18 @@ def request_mixes(users: dict, seed_value: int = 7) -> dict:
     everyone = users["popular"] + users["content_based"] + users["collaborative"]
     mixed = [("/personalized", {"user_id": uid, "geo_id": geo or 213, "filters": filters(False),
                                 "pagination": page()}) for uid, geo in everyone]
+    def mixed_personalized():
+        # The Rails app sends the user's geo when it knows it; some clients send none.
+        out = []
+        for uid, geo in users.get("everyone", []):
+            body = {"user_id": uid, "filters": filters(False), "pagination": page()}
+            if geo and rng.random() < 0.9:
+                body["geo_id"] = geo
+            out.append(("/personalized", body))
+        return out
+
     return {
+        MIXED_SCENARIO: mixed_personalized(),
         "hit_popular": popular(False),
         "hit_personalized": mixed,
         "miss_popular": popular(True),
@@ -311,9 +378,23 @@ def markdown(result: dict) -> str:
     if r.get("skipped"):
         lines.append("Refresh: not run in this bench (--no-refresh).")
     else:
+        lists = f"lists {r['lists_s']} s, " if "lists_s" in r else ""
         lines.append(f"Refresh: popular {r['popular_s']} s, profiles {r['profiles_s']} s, similarities "
-                     f"{r['similarities_s']} s, read {r['read_s']} s, total {r['total_s']} s, "
+                     f"{r['similarities_s']} s, {lists}read {r['read_s']} s, total {r['total_s']} s, "
                      f"peak RSS {r['peak_rss_mb']} MB.")
+    if "mixed_personalized" in result:
+        m = result["mixed_personalized"]
+        lines.append(f"mixed_personalized (c={m['concurrency']}, users drawn from all users, "
+                     f"{m['cache_hit_share']} of them cache hits): {m['rps']:.0f} RPS = {m['rps_vs_baseline']} x "
+                     f"baseline, p99 {m['p99_ms']} ms, server p50/p99 {m['server_p50_ms']}/{m['server_p99_ms']} ms, "
+                     f"{m['errors']} errors.")
+        lines.append("Misses at c=8 (server p50 / a hit's, RPS / baseline): " + ", ".join(
+            f"{name} {v['server_p50_vs_hit']} / {v['rps_vs_baseline']}" for name, v in result["miss_vs_hit"].items())
+            + ".")
+        db = result["recs_db"]
+        lines.append(f"Recommendations DB: {db['total_mb']} MB, {db['without_lists_mb']} MB without the "
+                     f"precomputed lists (user_lists {db['tables_mb'].get('user_lists')} MB, popular_lists "
+                     f"{db['tables_mb'].get('popular_lists')} MB).")
     lines += [f"API worker RSS (MB): after warm-up {result['api_worker_rss_mb']['after_warmup']}, "
               f"after load {result['api_worker_rss_mb']['after_load']}.",
               f"Cache-hit throughput vs baseline at c=8: popular {result['ratios']['hit_popular_vs_baseline']}, "
@@ -336,7 +417,15 @@ config (`deploy/gunicorn.conf.py`, 2 gevent workers) and loads it with wrk: a ba
 Flask app doing one Redis GET under the same config (the ceiling a cache hit can
 reach), cache hits on both endpoints, and cache misses per algorithm (every request
 carries a never-repeating `price_from`, so it misses). Request mixes cover many
-segments, users from each interaction bucket, filters and pages.
+segments, users from each interaction bucket, filters and pages. That tiny
+`price_from` holds every price, so a personal miss without other filters is answered
+from the user's precomputed list when its geo matches; the others are computed in
+memory. `mixed_personalized` (concurrency 32, one run) draws `/personalized` users
+uniformly from all users in random order, with the mixes' share of price and category
+filters and pages and the user's geo on 90 % of requests: mostly misses, as after a
+refresh. The result also reports each miss's server p50 over a hit's, miss RPS over the
+baseline, the list step of the refresh, and the recommendations DB's size with and
+without the precomputed lists.
 
 **Figures differ between machines; compare ratios measured in the same run** (e.g.
 cache-hit RPS / baseline RPS), not absolute numbers across machines. wrk, PostgreSQL,
@@ -413,6 +502,16 @@ def targets(results: dict) -> str:
         if "hit_popular_metrics_on_vs_off" in large["ratios"]:
             ratio = large["ratios"]["hit_popular_metrics_on_vs_off"]
             rows.append(("cache-hit RPS, metrics on / off, popular, c=8", "≥ 0.9", f"{ratio:.2f}", ratio >= 0.9))
+        for name, v in large.get("miss_vs_hit", {}).items():
+            if v["server_p50_vs_hit"] is not None:
+                rows.append((f"cache-miss server p50 / hit's, {name}, c=8", "≤ 2", f"{v['server_p50_vs_hit']}",
+                             v["server_p50_vs_hit"] <= 2))
+            rows.append((f"cache-miss RPS / baseline, {name}, c=8", "≥ 0.6", f"{v['rps_vs_baseline']:.2f}",
+                         v["rps_vs_baseline"] >= 0.6))
+        if "mixed_personalized" in large:
+            m = large["mixed_personalized"]
+            rows.append(("mixed_personalized RPS / baseline, c=32", "≥ 0.7", f"{m['rps_vs_baseline']:.2f} "
+                         f"({m['errors']} errors)", m["rps_vs_baseline"] >= 0.7 and m["errors"] == 0))
         rss = large["api_worker_rss_mb"]["max"]
         rows.append(("web worker RSS", "≤ 50 MB", f"{rss} MB", rss <= 50))
         r = large["refresh"]
@@ -505,7 +604,8 @@ def main(argv=None) -> int:
         redis.Redis.from_url(env["RECOMMENDATIONS_REDIS_URL"]).set("recs:bench:baseline", sample, ex=86400)
         warm(api.url, mixes["hit_popular"] + mixes["hit_personalized"])
         rss_warm = api.worker_rss()
-        scripts = {name: lua_script(tmp / f"{name}.lua", reqs, unique=name.startswith("miss"))
+        scripts = {name: lua_script(tmp / f"{name}.lua", reqs, unique=name.startswith("miss"),
+                                    random_pick=name == MIXED_SCENARIO)
                    for name, reqs in mixes.items()}
         scripts["baseline"] = lua_script(tmp / "baseline.lua", mixes["hit_popular"], unique=False)
         scripts[METRICS_OFF] = scripts["hit_popular"]
@@ -526,6 +626,13 @@ def main(argv=None) -> int:
                     runs.setdefault(name, {}).setdefault(str(conc), []).append(block)
                     print(f"bench: {name} c={conc} rps={block['rps']} p50={block['p50_ms']} p99={block['p99_ms']} "
                           f"non2xx={block['non2xx']}", flush=True)
+        # Mostly misses at high concurrency: users drawn at random from all users (one run).
+        offset = api.log.stat().st_size
+        block = run_wrk(api.url, scripts[MIXED_SCENARIO], MIXED_CONCURRENCY, seconds)
+        block.update(server_times(api.log, offset))
+        runs.setdefault(MIXED_SCENARIO, {})[str(MIXED_CONCURRENCY)] = [block]
+        print(f"bench: {MIXED_SCENARIO} c={MIXED_CONCURRENCY} rps={block['rps']} p50={block['p50_ms']} "
+              f"p99={block['p99_ms']} non2xx={block['non2xx']} hits={block.get('cache_hit_share')}", flush=True)
         grid = {name: {conc: median_block(blocks) for conc, blocks in by_conc.items()} for name, by_conc in runs.items()}
         errors = sum(b["non2xx"] + b["socket_errors"] for by_conc in runs.values() for blocks in by_conc.values()
                      for b in blocks)
@@ -543,7 +650,7 @@ def main(argv=None) -> int:
             if proc:
                 proc.stop()
         redis_server.stop()
-    at8 = {name: grid[name]["8"] for name in grid}
+    at8 = {name: grid[name]["8"] for name in grid if "8" in grid[name]}
     result = {
         "preset": args.preset,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
@@ -559,6 +666,9 @@ def main(argv=None) -> int:
         "errors": errors,
         "repeats": {"baseline_and_hits": args.repeats, "misses": 1},
         "refresh": refresh_result,
+        "recs_db": db_sizes(recs_url),
+        "mixed_personalized": mixed_figures(grid),
+        "miss_vs_hit": miss_figures(at8),
         "ratios": {
             "hit_popular_vs_baseline": round(at8["hit_popular"]["rps"] / at8["baseline"]["rps"], 3),
             "hit_personalized_vs_baseline": round(at8["hit_personalized"]["rps"] / at8["baseline"]["rps"], 3),

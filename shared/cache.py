@@ -1,4 +1,8 @@
-"""The Redis cache: keys, generations, TTLs, counters and cleanup.
+"""The Redis cache: keys, the encoding of what is stored, generations, TTLs, counters and cleanup.
+
+This module owns the cache's format: every key and field name, and how a list and
+live feedback are encoded (encode_list / decode_list, LIKED / UNLIKED). Nothing else
+builds a key or parses a cached value.
 
 Every cached list lives under a key that embeds the generation of the data it was
 built from. A refresh bumps its kind's generation, which makes old keys unreachable;
@@ -13,8 +17,8 @@ same flush writes the per-minute series the dashboard draws (`recs:ts:<minute>`:
 requests, misses, and request latency as a count, a sum and coarse buckets), which
 live TS_TTL_S.
 
-Live state (see shared/live.py): each user's cached /personalized lists and profile
-live in one hash per user (`user:<id>`, field = generations + geo + filters), so
+Live state (see shared/live.py): each user's cached /personalized lists live in one
+hash per user (`user:<id>`, field = generations + geo + filters), so
 invalidating a user is one DEL and never a key scan; a user's live feedback from
 POST /events is a second small hash (`fb:<id>`, item -> l|u) read in the same round
 trip as the list. Items found unavailable since the last popular refresh are a hash
@@ -34,6 +38,7 @@ import time
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+import orjson
 import redis
 
 PREFIX = "recs:"
@@ -42,6 +47,9 @@ GEN_TTL_S = 30 * 86400
 STATS_TTL_S = 8 * 86400
 LIST_PATTERNS = (PREFIX + "pop:*", PREFIX + "pers:*", PREFIX + "prof:*")
 LIVE_GEN_KEY = PREFIX + "gen:live"
+# The generations (popular.profiles.similarities) the stored user_lists were built from:
+# serving answers from a precomputed list only while this equals the current ones.
+LISTS_KEY = PREFIX + "gen:lists"
 UNAVAILABLE_KEY = PREFIX + "live:unavailable"
 UNAVAILABLE_TTL_S = 7 * 86400  # the popular refresh trims it long before
 LIKED, UNLIKED = b"l", b"u"
@@ -92,6 +100,7 @@ def personalized_suffix(user_id: int, geo_id: int, filters_key: str) -> str:
 
 
 def profile_key(gens: dict, user_id: int) -> str:
+    """Profiles cached by earlier versions under their own key; only cleanup still knows them."""
     return f"{PREFIX}prof:{gens['profiles']}:{user_id}"
 
 
@@ -105,12 +114,19 @@ def feedback_key(user_id: int) -> str:
     return f"{PREFIX}fb:{user_id}"
 
 
+def basis(gens: dict) -> str:
+    """The data generations a personal list depends on."""
+    return f"{gens['popular']}.{gens['profiles']}.{gens['similarities']}"
+
+
+def lists_current(gens: dict | None) -> bool:
+    """Whether the stored user_lists were built from the current generations."""
+    return gens is not None and gens.get("lists") == basis(gens)
+
+
 def user_list_field(gens: dict, geo_id: int, filters_key: str) -> str:
-    return f"l:{gens['popular']}.{gens['profiles']}.{gens['similarities']}:{geo_id}:{filters_key}"
-
-
-def user_profile_field(gens: dict) -> str:
-    return f"p:{gens['profiles']}"
+    # No lists generation: an answer from a precomputed list equals the computed one.
+    return f"l:{basis(gens)}:{geo_id}:{filters_key}"
 
 
 class UserSlot(NamedTuple):
@@ -118,11 +134,19 @@ class UserSlot(NamedTuple):
 
     key: str
     list_field: str
-    profile_field: str
-    value: bytes | None  # the cached list
-    profile: bytes | None  # the cached profile
+    value: bytes | None  # the cached list (encode_list)
     feedback: dict  # {item_id: LIKED | UNLIKED}
     gens: dict
+
+
+def encode_list(ids: list, sections: list, algorithm: str) -> bytes:
+    """A served list as cached: its ids, its sections [(algorithm, first index)] and the primary algorithm."""
+    return orjson.dumps({"i": ids, "s": sections, "a": algorithm})
+
+
+def decode_list(raw: bytes) -> tuple[list, list, str]:
+    data = orjson.loads(raw)
+    return data["i"], [tuple(s) for s in data["s"]], data["a"]
 
 
 def live_exclusions(feedback: dict) -> tuple[frozenset, frozenset]:
@@ -168,15 +192,18 @@ class Cache:
                 self.on_error()
             raise CacheUnavailable(str(exc)) from exc
 
-    def generations(self) -> dict:
-        """Current generations, re-read at most every generation_check_s; flushes counters."""
+    def generations(self, fresh: bool = False) -> dict:
+        """Current generations, re-read at most every generation_check_s; flushes counters.
+
+        gens["lists"] is the basis of the stored user_lists (see lists_current).
+        """
         now = time.monotonic()
-        if self._gens is not None and now - self._gens_at < self._generation_check_s:
+        if not fresh and self._gens is not None and now - self._gens_at < self._generation_check_s:
             return self._gens
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS] + [LIVE_GEN_KEY])
+            pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS] + [LISTS_KEY, LIVE_GEN_KEY])
             requests, misses = self._requests, self._misses
             if requests or misses:
                 key = _stats_key()
@@ -209,7 +236,9 @@ class Cache:
             if values[-1] != self._live_gen:  # the unavailable set changed: one more read, rarely
                 self.unavailable = frozenset(int(i) for i in self.client.hkeys(UNAVAILABLE_KEY))
                 self._live_gen = values[-1]
-            return {k: (v.decode() if v else "0") for k, v in zip(GEN_KINDS, values)}
+            gens = {k: (v.decode() if v else "0") for k, v in zip(GEN_KINDS, values)}
+            gens["lists"] = values[len(GEN_KINDS)].decode() if values[len(GEN_KINDS)] else ""
+            return gens
 
         self._gens = self._call(run)
         self._gens_at = now
@@ -258,31 +287,27 @@ class Cache:
         return key, value, gens
 
     def lookup_user(self, user_id: int, geo_id: int, filters_key: str) -> UserSlot:
-        """The user's cached list and profile, and their live feedback, in one round trip; counts the request."""
+        """The user's cached list and their live feedback, in one round trip; counts the request."""
         gens = self.generations()
-        key, list_field, profile_field = user_key(user_id), user_list_field(gens, geo_id, filters_key), \
-            user_profile_field(gens)
+        key, list_field = user_key(user_id), user_list_field(gens, geo_id, filters_key)
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.hmget(key, [list_field, profile_field])
+            pipe.hget(key, list_field)
             pipe.hgetall(feedback_key(user_id))
             return pipe.execute()
 
-        (value, profile), feedback = self._call(run)
+        value, feedback = self._call(run)
         self._requests += 1
-        return UserSlot(key, list_field, profile_field, value, profile, feedback, gens)
+        return UserSlot(key, list_field, value, feedback, gens)
 
-    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int, profile: bytes | None = None) -> None:
-        """Cache a computed list (and the profile read for it) in the user's hash, in one round trip."""
+    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int) -> None:
+        """Cache a computed list in the user's hash, in one round trip."""
         self._misses += 1
-        mapping = {slot.list_field: value}
-        if profile is not None:
-            mapping[slot.profile_field] = profile
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.hset(slot.key, mapping=mapping)
+            pipe.hset(slot.key, slot.list_field, value)
             pipe.expire(slot.key, ttl_s)
             pipe.execute()
 
@@ -353,6 +378,10 @@ class Cache:
             pipe.execute()
 
         self._call(run)
+
+    def set_lists_basis(self, gens: dict) -> None:
+        """Record the generations the user_lists just swapped in were built from."""
+        self.client.set(LISTS_KEY, basis(gens), ex=GEN_TTL_S)
 
     def bump(self, kind: str) -> str:
         """New generation for a data kind: a timestamp, so an expired counter never rewinds."""

@@ -51,9 +51,11 @@ JOBS = {
                          "user_profiles_refresh_minutes", 60, 1800),
     "user_similarities": Job("user_similarities", "recs.update_user_similarities", "update-user-similarities",
                              "user_similarities_refresh_minutes", 60, 3600),
+    "user_lists": Job("user_lists", "recs.update_user_lists", "update-user-lists", "user_lists_refresh_minutes", 60,
+                      1800),
     "cleanup_cache": Job("cleanup_cache", "recs.cleanup_cache", "cleanup-cache", "cache_cleanup_hours", 3600, 900),
     "refresh_all": Job("refresh_all", "recs.refresh_all", "refresh-all", None, 0, 7200,
-                       ("popular_items", "user_profiles", "user_similarities", "cleanup_cache")),
+                       ("popular_items", "user_profiles", "user_similarities", "user_lists", "cleanup_cache")),
 }
 # Tasks that are parts of a sharded similarity run (workers/tasks.py).
 SHARD_TIME_LIMIT_S = 3600

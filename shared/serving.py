@@ -7,7 +7,7 @@ Pure Python, no pandas: it runs on the request path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Protocol
 
 from shared.demographics import ANY, ANY_GEO, fallback_chain
@@ -28,6 +28,14 @@ class Filters:
     price_to: float | None = None
     category: str | None = None
     geo_id: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.price_from is None and self.price_to is None and self.category is None and self.geo_id is None
+
+    @property
+    def geo_only(self) -> bool:
+        return self.price_from is None and self.price_to is None and self.category is None
 
     def key(self) -> str:
         """Cache-key fragment: every field that changes the list, nothing else."""
@@ -116,15 +124,29 @@ class Ranked:
         ids, seen, filters, exclude = self.ids, self._seen, self.filters, self.exclude  # locals: a hot loop
         start = len(ids)
         room = self.size - start
-        for item in candidates:
-            if room <= 0:
-                break
-            item_id = item[0]  # Item.item_id
-            if item_id in seen or not allowed(item, filters, exclude):
-                continue
-            seen.add(item_id)
-            ids.append(item_id)
-            room -= 1
+        if filters.geo_only:  # allowed() with at most a geo filter, inlined: the precompute's case
+            geo = filters.geo_id
+            for item in candidates:
+                if room <= 0:
+                    break
+                item_id = item[0]  # Item.item_id
+                if item_id in seen or not item[5] or item_id in exclude:  # Item.in_stock
+                    continue
+                if geo is not None and item[4] is not None and item[4] != geo:  # Item.geo_id
+                    continue
+                seen.add(item_id)
+                ids.append(item_id)
+                room -= 1
+        else:
+            for item in candidates:
+                if room <= 0:
+                    break
+                item_id = item[0]
+                if item_id in seen or not allowed(item, filters, exclude):
+                    continue
+                seen.add(item_id)
+                ids.append(item_id)
+                room -= 1
         if len(ids) > start:
             self.sections.append((algorithm, start))
 
@@ -167,14 +189,18 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
 def _normalised(pairs) -> dict:
     top = max((score for _, score in pairs), default=0.0) or 1.0
     out = {}
+    get = out.get
     for item, score in pairs:
-        if score / top > out.get(item.item_id, (None, -1.0))[1]:  # an item can come from two lists
-            out[item.item_id] = (item, score / top)
+        value = score / top
+        prev = get(item[0])  # Item.item_id
+        if value > (-1.0 if prev is None else prev[1]):  # an item can come from two lists
+            out[item[0]] = (item, value)
     return out
 
 
 def _ranked(scored: dict) -> list[Item]:
-    return [item for item, _ in sorted(scored.values(), key=lambda pair: (-pair[1], pair[0].item_id))]
+    # Score descending, then item id: plain tuples sort in C (ids are unique, items never compared).
+    return [entry[2] for entry in sorted([(-score, item[0], item) for item, score in scored.values()])]
 
 
 def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]]) -> dict:
@@ -199,23 +225,32 @@ def price_affinity(profile: Profile, price: float | None) -> float:
     return 1.0
 
 
-def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict:
-    """Popular candidates re-ranked by the profile; returns the user's segment list as read.
+def content_segments(profile: Profile, segment: tuple) -> list[tuple]:
+    """The segments whose popular lists are content-based candidates, the user's own first.
 
-    The user's own segment is read to ranked.size rows (its top CONTENT_CANDIDATES are
-    candidates) so that the popular fill-in can reuse it instead of reading it again.
+    The user's segment overall and per preferred category, and each category's global
+    list so a thin segment does not starve the ranking.
     """
     geo, gender, age, category = segment
     if category != ANY:
         categories = [category]
     else:
         categories = sorted(profile.categories, key=lambda c: (-profile.categories[c], c))[:CONTENT_CATEGORIES]
-    # Candidates in one read: the user's segment overall and per preferred category, and
-    # each category's global list so a thin segment does not starve the ranking.
     segments = [(geo, gender, age, category)]
     for cat in categories:
         chain = fallback_chain(geo, gender, age, cat)
         segments.extend(seg for seg in (chain[0], chain[-1]) if seg not in segments)
+    return segments
+
+
+def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict:
+    """Popular candidates re-ranked by the profile; returns the user's segment list as read.
+
+    The user's own segment is read to ranked.size rows (its top CONTENT_CANDIDATES are
+    candidates) so that the popular fill-in can reuse it instead of reading it again.
+    All candidates come in one read.
+    """
+    segments = content_segments(profile, segment)
     limits = [ranked.size] + [CONTENT_CANDIDATES] * (len(segments) - 1)
     lists = source.popular(segments, ranked.filters, limits, ranked.exclude)
     own = lists.get(segments[0], [])
@@ -236,9 +271,10 @@ def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tup
         ranked.extend(COLLABORATIVE, _ranked(scored))
         return None
     read = segment_popular(ranked, source, segment)
+    get = scored.get
     for item_id, (item, pop) in _normalised(next(reversed(read.values()))).items():
-        base = scored.get(item_id, (item, 0.0))[1]
-        scored[item_id] = (item, base + COLLABORATIVE_POPULARITY * pop)
+        prev = get(item_id)
+        scored[item_id] = (item, (0.0 if prev is None else prev[1]) + COLLABORATIVE_POPULARITY * pop)
     ranked.extend(COLLABORATIVE, _ranked(scored))
     return read
 
@@ -264,6 +300,15 @@ def user_segment(profile: Profile | None, geo_id: int | None, filters: Filters) 
             filters.category or ANY)
 
 
+def segments_needed(profile: Profile | None, geo_id: int | None, filters: Filters) -> list[tuple]:
+    """Every segment list personalized_list may read for this request, so a source can fetch them at once."""
+    segment = user_segment(profile, geo_id, filters)
+    out = fallback_chain(*segment)
+    if profile is not None and algorithm_for(profile.interaction_count) == CONTENT_BASED:
+        out += [seg for seg in content_segments(profile, segment) if seg not in out]
+    return out
+
+
 def personalized_list(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
                       profile: Profile | None = None, exclude=frozenset()) -> tuple[Ranked, str]:
     """The user's full ranked list and the algorithm their history calls for.
@@ -286,6 +331,158 @@ def personalized_list(source: Source, user_id: int, geo_id: int | None, filters:
     if not ranked.full:
         add_popular(ranked, source, segment, read)
     return ranked, algorithm
+
+
+class PersonalList(NamedTuple):
+    """A user's whole list as the workers precompute it (precompute_list)."""
+
+    ids: list
+    sections: list  # [(algorithm, index of its first item)]
+    algorithm: str  # the user's primary algorithm
+    geo_id: int | None  # the profile's geo: the list's segment and geo filter
+    geo_safe: bool  # the geo filter removed nothing it read: a request without it gets the same list
+    price_lo: float | None  # lowest and highest price of every item it read (None: it read an unpriced item)
+    price_hi: float | None
+
+
+class _ReadWatch:
+    """The precompute's Source wrapper: what other requests would change in what a list read.
+
+    geo_safe: no read would have returned an item tied to another geo without the geo
+    filter (popular reads with a geo filter are first made without it, while that holds).
+    price_lo/price_hi: the price range of every item the computation used.
+    """
+
+    def __init__(self, source: Source, geo: int | None):
+        self.source, self.geo = source, geo
+        self.geo_safe = True
+        self.lo, self.hi, self.unpriced = math.inf, -math.inf, False
+
+    def _note(self, pairs, check_geo: bool):
+        prices = [pair[0][1] for pair in pairs]  # Item.price; builtins below: this runs for every read
+        if None in prices:
+            self.unpriced = True
+            prices = [price for price in prices if price is not None]
+        if prices:
+            self.lo, self.hi = min(self.lo, min(prices)), max(self.hi, max(prices))
+        if check_geo and self.geo_safe and self._foreign(pairs):
+            self.geo_safe = False
+
+    def _foreign(self, pairs) -> bool:
+        geo = self.geo
+        return any(pair[0][4] is not None and pair[0][4] != geo for pair in pairs)
+
+    def popular(self, segments, filters=None, limit=None, skip=()):
+        filters = filters or Filters()
+        lists = None
+        if filters.geo_id is not None and self.geo_safe:
+            # Read without the geo filter: if no row it returns is tied to another geo, the
+            # filtered read returns the same rows (and a request without the filter gets them).
+            lists = self.source.popular(segments, replace(filters, geo_id=None), limit, skip)
+            if any(self._foreign(pairs) for pairs in lists.values()):
+                self.geo_safe = False
+                lists = None
+        if lists is None:
+            lists = self.source.popular(segments, filters, limit, skip)
+        for pairs in lists.values():
+            self._note(pairs, False)
+        return lists
+
+    def profile(self, user_id):
+        return self.source.profile(user_id)
+
+    def collaborative(self, user_id):
+        pairs = self.source.collaborative(user_id)  # all of it is ranked, whatever the filters
+        self._note(pairs, True)
+        return pairs
+
+
+def precompute_list(source: Source, profile: Profile, size: int) -> PersonalList:
+    """The list the workers store for a user: what /personalized serves a request with no
+    price or category filter and the user's own geo (the Rails app sends it), i.e.
+    personalized_list with the profile's geo as segment and geo filter (none without one).
+
+    The reads are watched, so that serving knows which other requests get the same
+    list (see precomputed_answers).
+    """
+    geo = profile.geo_id or None
+    watch = _ReadWatch(source, geo)
+    ranked, algorithm = personalized_list(watch, profile.user_id, geo, Filters(geo_id=geo), size, profile=profile)
+    priced = not watch.unpriced and watch.lo <= watch.hi
+    return PersonalList(ranked.ids, ranked.sections, algorithm, geo, geo is not None and watch.geo_safe,
+                        watch.lo if priced else None, watch.hi if priced else None)
+
+
+def precomputed_answers(plist: PersonalList, profile: Profile, geo_id: int | None, filters: Filters) -> bool:
+    """Whether a precomputed list is exactly what personalized_list gives this request.
+
+    The request must have no category filter, use the list's segment (its geo is the
+    user's own or none), have the list's geo filter (or none when that filter removed
+    nothing the list read), and a price range that holds every item the list read.
+    Every read then returns the same rows, so the computation is the same. The list
+    must also be for the profile's current bucket and geo. Anything else is computed
+    (personalized_list) from the segment lists.
+    """
+    if filters.category is not None:
+        return False
+    if plist.algorithm != algorithm_for(profile.interaction_count) or plist.geo_id != (profile.geo_id or None):
+        return False
+    own = plist.geo_id or ANY_GEO
+    if (geo_id if geo_id is not None else own) != own:
+        return False
+    if filters.geo_id != plist.geo_id and not (filters.geo_id is None and plist.geo_safe):
+        return False
+    if filters.price_from is not None and (plist.price_lo is None or filters.price_from > plist.price_lo):
+        return False
+    if filters.price_to is not None and (plist.price_hi is None or filters.price_to < plist.price_hi):
+        return False
+    return True
+
+
+class Listed(NamedTuple):
+    """A served list: ids and sections, as Ranked has them."""
+
+    ids: list
+    sections: list
+
+
+def personal_answer(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
+                    profile: Profile, plist: PersonalList | None = None, exclude=frozenset()):
+    """(list, primary algorithm) for a /personalized request: the precomputed list when it
+    answers the request exactly (precomputed_answers), the liked and excluded items
+    dropped from it; else personalized_list on the source."""
+    if plist is not None and precomputed_answers(plist, profile, geo_id, filters):
+        ids, sections = without(plist.ids, plist.sections, profile.liked | exclude if exclude else profile.liked)
+        return Listed(ids, sections), plist.algorithm
+    return personalized_list(source, user_id, geo_id, filters, size, profile=profile, exclude=exclude)
+
+
+def take(pairs, filters: Filters, limit: int | None, skip) -> list:
+    """The first `limit` (item, score) pairs that pass the filters and are not skipped.
+
+    What Source.popular returns per segment; in-memory sources use this.
+    """
+    out = []
+    if limit is not None and limit <= 0:
+        return out
+    room = limit if limit is not None else -1
+    if filters.geo_only:  # allowed() with at most a geo filter, inlined
+        geo = filters.geo_id
+        for pair in pairs:
+            item = pair[0]
+            if item[5] and item[0] not in skip and (geo is None or item[4] is None or item[4] == geo):
+                out.append(pair)  # Item.in_stock, Item.item_id, Item.geo_id
+                room -= 1
+                if not room:
+                    break
+        return out
+    for pair in pairs:
+        if allowed(pair[0], filters, skip):
+            out.append(pair)
+            room -= 1
+            if not room:
+                break
+    return out
 
 
 def without(ids: list, sections: list, excluded) -> tuple[list, list]:

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     popular_items_refresh_minutes: int = _int(15, 1, 10080)
     user_profiles_refresh_minutes: int = _int(30, 1, 10080)
     user_similarities_refresh_minutes: int = _int(60, 1, 10080)
+    user_lists_refresh_minutes: int = _int(15, 1, 10080)
+    list_processes: int = _int(2, 1, 64)
     cache_cleanup_hours: int = _int(6, 1, 720)
     cache_ttl_popular: int = _int(900, 1, 604800)
     cache_ttl_personalized: int = _int(7200, 1, 604800)

@@ -5,12 +5,15 @@ as shared.db.LazyConnection.run, so the caller decides how connections are held.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from shared.jobs import LAST_RUNS_SQL
-from shared.serving import Filters, Item, Profile
+from shared.serving import Filters, Item, PersonalList, Profile
 
 ITEM_COLS = "i.item_id, i.price, i.category, i.platform, i.geo_id, i.in_stock"
 
-TABLES = ("items", "popular_items", "user_profiles", "user_similarities", "user_recommendations", "job_runs")
+TABLES = ("items", "popular_items", "popular_lists", "user_profiles", "user_similarities", "user_recommendations",
+          "user_lists", "job_runs")
 
 
 # The serving queries are PREPAREd once per connection (prepare() below): planning
@@ -54,11 +57,51 @@ WHERE u.user_id = $1
 ORDER BY r.ord
 """
 
+# Everything a /personalized miss needs about one user, in one indexed read: the
+# profile, the precomputed list (user_lists) and the collaborative list.
+USER_SQL = """
+SELECT p.user_id IS NOT NULL, p.interaction_count, p.preferred_categories, p.preferred_platforms, p.avg_price,
+       p.liked_item_ids, p.gender, p.age_group, p.geo_id,
+       l.item_ids, l.sections, l.algorithm, l.geo_id, l.geo_safe, l.price_lo, l.price_hi, r.item_ids, r.scores
+FROM (SELECT $1::bigint AS user_id) q
+LEFT JOIN user_profiles p ON p.user_id = q.user_id
+LEFT JOIN user_lists l ON l.user_id = q.user_id
+LEFT JOIN user_recommendations r ON r.user_id = q.user_id
+"""
+
+# Whole popular lists of several segments, one row each, in one read.
+SEGMENTS_SQL = """
+SELECT s.ord, p.item_ids, p.scores
+FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS s(geo, gender, age, cat, ord)
+JOIN popular_lists p ON p.geo_id = s.geo AND p.gender = s.gender AND p.age_group = s.age AND p.category = s.cat
+"""
+
 STATEMENTS = {
     "recs_popular": ("int[], text[], text[], text[], float8, float8, text, int, int[], bigint[]", POPULAR_SQL),
     "recs_profile": ("bigint", PROFILE_SQL),
     "recs_collaborative": ("bigint", COLLABORATIVE_SQL),
+    "recs_user": ("bigint", USER_SQL),
+    "recs_segments": ("int[], text[], text[], text[]", SEGMENTS_SQL),
 }
+
+
+def encode_sections(sections) -> str:
+    """user_lists.sections: 'collaborative:0 popular:87' (algorithm:index of its first item)."""
+    return " ".join(f"{name}:{first}" for name, first in sections)
+
+
+def decode_sections(text: str) -> list[tuple[str, int]]:
+    out = []
+    for part in text.split():
+        name, _, first = part.partition(":")
+        out.append((name, int(first)))
+    return out
+
+
+class UserRow(NamedTuple):
+    profile: Profile | None
+    plist: PersonalList | None  # the precomputed list, if the workers stored one
+    collaborative: tuple  # (item ids, scores) of the collaborative list; empty lists if none
 
 
 def prepare(conn):
@@ -110,6 +153,24 @@ class SqlSource:
 
     def collaborative(self, user_id):
         return [(Item._make(row[1:]), row[0]) for row in self._rows("recs_collaborative", (user_id,))]
+
+    def user(self, user_id) -> UserRow:
+        """The user's profile, precomputed list and collaborative list, in one read."""
+        row = self._rows("recs_user", (user_id,), one=True)
+        profile = None
+        if row[0]:
+            profile = Profile(user_id, row[1], row[2] or {}, row[3] or {}, row[4], frozenset(row[5] or ()), row[6],
+                              row[7], row[8])
+        plist = None if row[9] is None else PersonalList(row[9], decode_sections(row[10]), *row[11:16])
+        return UserRow(profile, plist, (row[16] or [], row[17] or []))
+
+    def segment_lists(self, segments) -> dict:
+        """{segment: (item ids, scores)} of the segments that have a popular list, in one read."""
+        if not segments:
+            return {}
+        params = ([seg[0] for seg in segments], [seg[1] for seg in segments], [seg[2] for seg in segments],
+                  [seg[3] for seg in segments])
+        return {segments[ord_ - 1]: (ids, scores) for ord_, ids, scores in self._rows("recs_segments", params)}
 
 
 def table_counts(cur) -> dict:

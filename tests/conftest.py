@@ -153,8 +153,8 @@ def hand_env(databases, redis_server):
     main.close()
     recs = psycopg2.connect(databases["recs_hand"])
     with recs.cursor() as cur:
-        cur.execute("TRUNCATE items, popular_items, user_profiles, user_similarities, user_recommendations, "
-                    "main_db_stats, job_runs")
+        cur.execute("TRUNCATE items, popular_items, popular_lists, user_profiles, user_similarities, "
+                    "user_recommendations, user_lists, main_db_stats, job_runs")
     recs.commit()
     recs.close()
     redis_lib.Redis.from_url(f"{redis_server.url}/1").flushdb()

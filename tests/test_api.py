@@ -415,18 +415,22 @@ def test_unexpected_error_is_a_json_500_without_a_trace(client, monkeypatch):
     assert b"secret internals" not in r.get_data() and b"Traceback" not in r.get_data()
 
 
-def test_personalized_miss_caches_the_profile_with_the_list(client, tiny_env):
-    from shared.cache import user_key, user_profile_field
+def test_personalized_lists_of_a_user_share_one_hash(client, tiny_env):
+    from shared.cache import Cache, decode_list, user_key
 
     user = users_by_count(tiny_env)["many"]
     r = redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"])
-    assert client.post("/personalized", json={"user_id": user}).get_json()["cache_hit"] is False
-    gens = {k: (r.get(f"recs:gen:{k}") or b"0").decode() for k in ("popular", "profiles", "similarities")}
-    # Written in the same round trip as the list, into the user's hash (one DEL invalidates both).
-    assert r.hexists(user_key(user), user_profile_field(gens)) and r.ttl(user_key(user)) > 0
-    # Another filter for the same user is a list miss that reads the cached profile.
+    first = client.post("/personalized", json={"user_id": user}).get_json()
+    assert first["cache_hit"] is False and r.ttl(user_key(user)) > 0
+    # Another filter for the same user is another field of the same hash; the profile comes
+    # with the user's row from the DB, so nothing else is cached.
     other = client.post("/personalized", json={"user_id": user, "filters": {"price_to": 5000}}).get_json()
     assert other["cache_hit"] is False and other["algorithm_used"].startswith("collaborative")
+    cached = r.hgetall(user_key(user))
+    assert len(cached) == 2
+    assert any(decode_list(v)[0][:len(first["items"])] == first["items"] for v in cached.values())
+    assert Cache(r).invalidate_users([user]) == 1 and not r.exists(user_key(user))
+    assert client.post("/personalized", json={"user_id": user}).get_json()["cache_hit"] is False
 
 
 def test_job_ages_are_numbers_in_stats_and_health(client):

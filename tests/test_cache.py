@@ -14,7 +14,7 @@ def cache():
 def test_lookup_misses_then_hits(cache):
     key, value, gens = cache.lookup(POPULAR, popular_suffix((213, "f", "any", "any"), "f"))
     assert value is None and key == "recs:pop:0:213:f:any:any:f" and gens == {
-        "popular": "0", "profiles": "0", "similarities": "0"}
+        "popular": "0", "profiles": "0", "similarities": "0", "lists": ""}
     cache.store_miss(key, b"[1,2]", 900)
     assert cache.lookup(POPULAR, popular_suffix((213, "f", "any", "any"), "f"))[1] == b"[1,2]"
 
@@ -23,6 +23,23 @@ def test_store_miss_writes_the_list_and_what_came_with_it(cache):
     cache.store_miss("recs:pop:0:y", b"[3]", 900, [("recs:profile:0:7", b"{}", 60)])
     assert cache.client.get("recs:pop:0:y") == b"[3]" and cache.client.get("recs:profile:0:7") == b"{}"
     assert 0 < cache.client.ttl("recs:profile:0:7") <= 60 < cache.client.ttl("recs:pop:0:y") <= 900
+
+
+def test_list_encoding_round_trips():
+    from shared.cache import decode_list, encode_list
+
+    raw = encode_list([5, 3, 9], [("collaborative", 0), ("popular", 2)], "collaborative")
+    assert decode_list(raw) == ([5, 3, 9], [("collaborative", 0), ("popular", 2)], "collaborative")
+
+
+def test_stored_lists_are_current_only_for_the_generations_they_were_built_from(cache):
+    from shared.cache import lists_current
+
+    assert not lists_current(cache.generations(fresh=True)) and not lists_current(None)
+    cache.set_lists_basis(cache.generations(fresh=True))
+    assert lists_current(cache.generations(fresh=True))
+    cache.bump("profiles")
+    assert not lists_current(cache.generations(fresh=True))
 
 
 def test_bump_changes_keys(cache):
@@ -102,12 +119,14 @@ def test_feedback_is_kept_with_a_ttl_and_drops_the_users_cached_lists(cache):
 
     slot = cache.lookup_user(7, 213, "f")
     assert slot.value is None and slot.feedback == {}
-    cache.store_user(slot, b"[1]", 900, profile=b"{}")
-    assert cache.lookup_user(7, 213, "f").value == b"[1]" and cache.lookup_user(7, 213, "f").profile == b"{}"
+    cache.store_user(slot, b"[1]", 900)
+    cache.store_user(cache.lookup_user(7, 213, "g"), b"[2]", 900)
+    assert cache.lookup_user(7, 213, "f").value == b"[1]" and cache.lookup_user(7, 213, "g").value == b"[2]"
     cache.store_user(cache.lookup_user(8, 213, "f"), b"[2]", 900)
     cache.record_feedback([(7, 42, LIKED), (7, 43, UNLIKED), (7, 44, None)], ttl_s=600)
     after = cache.lookup_user(7, 213, "f")
-    assert after.value is None and after.profile is None  # one DEL dropped the user's lists and profile
+    # One DEL dropped every list of the user.
+    assert after.value is None and cache.lookup_user(7, 213, "g").value is None
     assert live_exclusions(after.feedback) == (frozenset({42}), frozenset({43}))  # a click marks nothing
     assert 0 < cache.client.ttl(feedback_key(7)) <= 600 and cache.client.exists(user_key(8))  # others untouched
     assert sorted(cache.pop_touched()) == [7] and cache.pop_touched() == []

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from shared.demographics import AGE_GROUPS
-from shared.serving import Filters, personalized_list
+from shared.serving import Filters, Profile, personal_answer, precompute_list
 from workers.compute.interactions import WeightConfig, demographics, weighted
 from workers.compute.popular import compute_popular
 from workers.compute.profiles import compute_profiles
@@ -292,8 +292,11 @@ def evaluate(ds: Dataset, quantile: float = 0.8, cfg: WeightConfig | None = None
         seen = liked.get(u, set())
         g = geo.get(u) if u in geo.index else None
         g = None if g is None or pd.isna(g) else int(g)
-        # The API ranks the whole cached list (RECOMMENDATION_LIST_SIZE), then pages it.
-        ranked, _ = personalized_list(source, int(u), g, Filters(), list_size)
+        # Served as the API serves it: the user's precomputed list when it answers the
+        # request, else computed (RECOMMENDATION_LIST_SIZE long, then paged).
+        profile = source.profile(int(u)) or Profile(int(u), 0)
+        plist = precompute_list(source, profile, list_size) if profile.interaction_count else None
+        ranked, _ = personal_answer(source, int(u), g, Filters(), list_size, profile, plist)
         lists["service"][u] = ranked.ids[:kmax]
         lists["toppop"][u] = [int(x) for x in toppop_order[: kmax + len(seen)] if x not in seen][:kmax]
         pick = rng.choice(catalogue, size=min(len(catalogue), kmax + len(seen)), replace=False)

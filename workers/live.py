@@ -48,6 +48,7 @@ from shared.settings import Settings
 from workers.compute.interactions import WeightConfig, demographics, weighted
 from workers.compute.profiles import compute_profiles
 from workers.compute.similarities import MIN_INTERACTIONS, compute_similarities
+from workers import lists
 from workers.pipeline import similarity_config
 
 log = logging.getLogger("recs.live")
@@ -63,7 +64,11 @@ RECONCILE_MARGIN_S = 60  # a full job's snapshot is taken this soon after its ru
 FOLD_IN_MAX = 200
 LOCK_KEY = "recs:lock:live_sync"
 LOCK_TTL_S = 600
-FULL_JOBS = ("popular_items", "user_profiles", "user_similarities")
+FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists")
+# Stored lists recomputed per round (a few ms each over the SQL source), so a burst does
+# not slow the sync; the others are served computed (exactly the same answers) until
+# the next lists job.
+LISTS_MAX = 500
 PROFILE_COLUMNS = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
                    "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
 
@@ -184,6 +189,9 @@ def apply_users(main, cur, settings: Settings, users: list, ref_ts: float | None
                        rows, template="(%s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s::bigint[], %s, %s, %s)")
         execute_values(cur, "INSERT INTO live_touched_users (user_id) VALUES %s "
                             "ON CONFLICT (user_id) DO UPDATE SET touched_at = now()", [(r[0],) for r in rows])
+    # Their stored lists were computed from the old profiles: gone in the same transaction
+    # (a miss computes instead), then recomputed after the commit (workers.lists.update_users).
+    cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s::bigint[])", (users,))
     return pairs, prof
 
 
@@ -224,6 +232,7 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
                                       n_users=n_users)
     cur.execute("DELETE FROM user_similarities WHERE user_id = ANY(%s::bigint[])", (users,))
     cur.execute("DELETE FROM user_recommendations WHERE user_id = ANY(%s::bigint[])", (users,))
+    cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s::bigint[])", (users,))
     if len(sims):
         execute_values(cur, "INSERT INTO user_similarities (user_id, similar_user_id, similarity_score) VALUES %s",
                        [(int(a), int(b), float(c)) for a, b, c in sims.itertuples(index=False)])
@@ -295,6 +304,9 @@ def reconcile_full_jobs(main, cur, cache: Cache, settings: Settings, state: dict
         users = [r[0] for r in cur.fetchall()]
         if users and job == "user_profiles":
             apply_users(main, cur, settings, users, ref)
+        elif users and job == "user_lists":  # swapped in from a snapshot older than their live changes
+            cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s::bigint[])", (users,))
+            state.setdefault("relist", []).extend(users)
         elif users:
             cur.execute("SELECT user_id FROM user_profiles WHERE user_id = ANY(%s::bigint[]) "
                         "AND interaction_count >= %s", (users, MIN_INTERACTIONS))
@@ -302,7 +314,7 @@ def reconcile_full_jobs(main, cur, cache: Cache, settings: Settings, state: dict
         out[job] = len(users)
     if "user_profiles" in snaps and "user_similarities" in snaps:
         cur.execute("DELETE FROM live_touched_users WHERE touched_at < to_timestamp(%s)",
-                    (min(snaps["user_profiles"], snaps["user_similarities"]),))
+                    (min(snaps[j] for j in ("user_profiles", "user_similarities", "user_lists") if j in snaps),))
     return out
 
 
@@ -324,8 +336,12 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             if not state:
                 state = _bootstrap(main, cur, time.time())
             result["reconciled"] = reconcile_full_jobs(main, cur, cache, settings, state)
+            relist = state.pop("relist", [])
             save_state(cur, state)
         recs.commit()
+        if relist:
+            result["relisted"] = lists.update_users(settings, relist[:LISTS_MAX])
+            cache.invalidate_users(relist)
         caught_up = False
         while not caught_up:
             now = time.time()
@@ -361,6 +377,7 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             popped = []
             # After the commit: a request in between recomputing from the old rows would cache them again.
             if users:
+                result["relisted"] = result.get("relisted", 0) + lists.update_users(settings, users[:LISTS_MAX])
                 cache.invalidate_users(users)
                 if deferred:  # re-read and folded in by the next run
                     cache.client.sadd(TOUCHED_KEY, *deferred)

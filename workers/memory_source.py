@@ -1,4 +1,5 @@
-"""An in-memory serving Source over compute outputs, for the offline evaluator and tests.
+"""An in-memory serving Source over compute outputs, for the offline evaluator, the
+list precompute and tests.
 
 It holds exactly what the recommendations DB would hold after a refresh, so
 shared.serving runs unchanged on it.
@@ -10,11 +11,15 @@ import json
 import numpy as np
 import pandas as pd
 
-from shared.serving import Filters, Item, Profile, allowed
+from shared.serving import Filters, Item, Profile, take
 
 
 def _none(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v
+
+
+PROFILE_COLUMNS = ["user_id", "interaction_count", "preferred_categories", "preferred_platforms", "avg_price",
+                   "liked_item_ids", "gender", "age_group", "geo_id"]
 
 
 class MemorySource:
@@ -30,8 +35,22 @@ class MemorySource:
             for key, grp in popular.groupby(["geo_id", "gender", "age_group", "category"], sort=False)
         }
         self._popular_items: dict = {}
-        self._profiles = profiles.set_index("user_id")
+        # Raw rows, turned into a Profile on demand (a pandas row lookup per user is slow).
+        self._profiles = {int(r[0]): r for r in profiles[PROFILE_COLUMNS].itertuples(index=False, name=None)}
         self._recs = {int(r.user_id): (r.item_ids, r.scores) for r in recs.itertuples(index=False)}
+
+    def segment(self, seg) -> list:
+        """A segment's (item, score) pairs in serving order; [] when it has none."""
+        pairs = self._popular_items.get(seg)
+        if pairs is None:
+            found = self._popular.get(seg)
+            if found is None:
+                return []
+            ids, scores = found
+            items = self.items
+            pairs = self._popular_items[seg] = [(items[i], s) for i, s in zip(ids.tolist(), scores.tolist())
+                                                if i in items]
+        return pairs
 
     def popular(self, segments, filters=None, limit=None, skip=()):
         # The same rows the SQL source returns: filters and skip applied, then the limit,
@@ -43,28 +62,29 @@ class MemorySource:
             seg = (int(seg[0]), seg[1], seg[2], seg[3])
             if seg not in self._popular:
                 continue
-            if seg not in self._popular_items:
-                ids, scores = self._popular[seg]
-                self._popular_items[seg] = [(self.items[int(i)], float(s)) for i, s in zip(ids, scores)
-                                            if int(i) in self.items]
-            rows = [pair for pair in self._popular_items[seg] if allowed(pair[0], filters, skip)]
-            out[seg] = rows if lim is None else rows[:lim]
+            out[seg] = take(self.segment(seg), filters, lim, skip)
         return out
 
     def profile(self, user_id):
-        if user_id not in self._profiles.index:
+        r = self._profiles.get(user_id)
+        if r is None:
             return None
-        r = self._profiles.loc[user_id]
-        cats = r["preferred_categories"]
-        plats = r["preferred_platforms"]
+        _, count, cats, plats, avg_price, liked, gender, age_group, geo_id = r
         return Profile(
-            int(user_id), int(r["interaction_count"]),
+            int(user_id), int(count),
             json.loads(cats) if isinstance(cats, str) else dict(cats),
             json.loads(plats) if isinstance(plats, str) else dict(plats),
-            _none(r["avg_price"]), frozenset(int(i) for i in r["liked_item_ids"]),
-            _none(r["gender"]), _none(r["age_group"]), None if pd.isna(r["geo_id"]) else int(r["geo_id"]),
+            _none(avg_price), frozenset(int(i) for i in liked),
+            _none(gender), _none(age_group), None if pd.isna(geo_id) else int(geo_id),
         )
+
+    def active_user_ids(self) -> list[int]:
+        """Users with interactions: the ones with a precomputed list."""
+        return [user_id for user_id, row in self._profiles.items() if row[1] > 0]
 
     def collaborative(self, user_id):
         ids, scores = self._recs.get(user_id, ((), ()))
-        return [(self.items[int(i)], float(s)) for i, s in zip(ids, scores) if int(i) in self.items]
+        if isinstance(ids, str):  # as written to the DB ('{1,2}'): scores exactly as the API reads them back
+            ids, scores = ids[1:-1].split(",") if len(ids) > 2 else (), scores[1:-1].split(",") if len(scores) > 2 else ()
+        items = self.items
+        return [(items[int(i)], float(s)) for i, s in zip(ids, scores) if int(i) in items]

@@ -25,6 +25,8 @@ from workers.compute.interactions import WeightConfig, demographics, weighted
 from workers.compute.popular import compute_popular
 from workers.compute.profiles import compute_profiles
 from workers.compute.similarities import SimilarityConfig, compute_similarities
+from workers import lists
+from workers.memory_source import PROFILE_COLUMNS
 
 log = logging.getLogger("recs.jobs")
 CHUNK_ROWS = 200_000
@@ -42,6 +44,9 @@ class Snapshot:
     users: pd.DataFrame
     stats: dict
     _pairs: dict = field(default_factory=dict, repr=False)
+    # What each step computed and the generation it bumped, for a later step of the same
+    # refresh (the list precompute) to reuse instead of reading it back.
+    outputs: dict = field(default_factory=dict, repr=False)
 
     def pairs(self, settings: Settings) -> pd.DataFrame:
         """Weighted (user, item) pairs, computed once per weighting: refresh_all shares them."""
@@ -223,22 +228,24 @@ def _popular_items(run, out, settings, cache, snap, progress):
         {
             "items": (ITEM_COLUMNS, frame_chunks(items, ITEM_COLUMNS)),
             "popular_items": (POPULAR_COLUMNS, frame_chunks(pop, POPULAR_COLUMNS)),
+            "popular_lists": (lists.SEGMENT_COLUMNS, lists.segment_chunks(pop)),
             "main_db_stats": (["name", "value"], frame_chunks(stats, ["name", "value"])),
         },
         progress,
     )
-    cache.bump("popular")
+    snap.outputs["popular"] = (pop, cache.bump("popular"))
 
 
 def _user_profiles(run, out, settings, cache, snap, progress):
     snap = snap or read_snapshot(settings)
     prof = compute_profiles(snap.pairs(settings), snap.demographics(), snap.items)
+    kept = prof[PROFILE_COLUMNS].copy()  # for the list precompute, before the columns become text
     prof["liked_item_ids"] = prof["liked_item_ids"].map(_pg_array)
     prof["geo_id"] = prof["geo_id"].astype("Int64")
     cols = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
             "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
     out["rows"] = _write(run, settings, {"user_profiles": (cols, frame_chunks(prof, cols))}, progress)
-    cache.bump("profiles")
+    snap.outputs["profiles"] = (kept, cache.bump("profiles"))
 
 
 def similarity_config(settings: Settings) -> SimilarityConfig:
@@ -261,6 +268,8 @@ def _similarity_chunks(snap: Snapshot, settings: Settings, shard: int, shards: i
         "scores": recs["scores"].map(lambda a: _pg_array(np.round(a, 5))),
     })
     frames = {"user_similarities": sims, "user_recommendations": recs_out}
+    # The list precompute reads the scores as the DB holds them (the text written here).
+    snap.outputs.setdefault("recommendations", []).append(recs_out)
     return {table: list(frame_chunks(frames[table], cols)) for table, cols in SIMILARITY_COLUMNS.items()}
 
 
@@ -274,7 +283,33 @@ def _user_similarities(run, out, settings, cache, snap, progress):
     tables = {table: (cols, [chunk for part in parts for chunk in part[table]])
               for table, cols in SIMILARITY_COLUMNS.items()}
     out["rows"] = _write(run, settings, tables, progress)
-    cache.bump("similarities")
+    snap.outputs["similarities"] = cache.bump("similarities")
+
+
+def _user_lists(run, out, settings, cache, snap, progress):
+    """Every user's precomputed list (workers/lists.py), swapped in, then its basis recorded.
+
+    In refresh_all it reuses what the steps before computed; alone (beat, or after a
+    sharded similarity merge) it reads the recommendations DB, the generations first, so
+    the recorded basis is never newer than the data. Serving uses a list only while its
+    basis is the current generations.
+    """
+    outputs = snap.outputs if snap is not None else {}
+    if {"popular", "profiles", "recommendations", "similarities"} <= set(outputs):
+        (pop, pop_gen), (prof, prof_gen) = outputs["popular"], outputs["profiles"]
+        basis = {"popular": pop_gen, "profiles": prof_gen, "similarities": outputs["similarities"]}
+        source = lists.memory_source(snap.items, pop, prof, pd.concat(outputs["recommendations"]))
+    else:
+        basis = cache.generations(fresh=True)
+        conn = connect_recs(settings, application_name="recs-job-user_lists")
+        try:
+            source = lists.source_from_db(conn)
+        finally:
+            conn.close()
+    users = source.active_user_ids()
+    chunks = lists.list_chunks(source, users, settings.recommendation_list_size, settings.list_processes)
+    out["rows"] = _write(run, settings, {"user_lists": (lists.COLUMNS, chunks)}, progress)
+    cache.set_lists_basis(basis)
 
 
 STALE_SQL = (
@@ -325,6 +360,11 @@ def update_user_profiles(settings: Settings, cache: Cache, snapshot: Snapshot | 
 def update_user_similarities(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None,
                              token: str | None = None) -> dict:
     return _alone("user_similarities", _user_similarities, settings, cache, snapshot, progress, token)
+
+
+def update_user_lists(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None,
+                      token: str | None = None) -> dict:
+    return _alone("user_lists", _user_lists, settings, cache, snapshot, progress, token)
 
 
 def cleanup_cache(settings: Settings, cache: Cache, snapshot: Snapshot | None = None, progress=None,
@@ -473,6 +513,7 @@ STEPS = (
     ("popular_items", _popular_items),
     ("user_profiles", _user_profiles),
     ("user_similarities", _user_similarities),
+    ("user_lists", _user_lists),
     ("cleanup_cache", _cleanup_cache),
 )
 BODIES = dict(STEPS)

@@ -103,6 +103,7 @@ def _refresh_all(settings, cache, token=None):
 refresh_popular_items = _task("popular_items", pipeline.refresh_popular_items)
 update_user_profiles = _task("user_profiles", pipeline.update_user_profiles)
 update_user_similarities = _task("user_similarities", _update_user_similarities)
+update_user_lists = _task("user_lists", pipeline.update_user_lists)
 cleanup_cache = _task("cleanup_cache", pipeline.cleanup_cache)
 refresh_all = _task("refresh_all", _refresh_all)
 

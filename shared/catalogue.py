@@ -1,0 +1,211 @@
+"""The API's in-process catalogue snapshot and the serving Source it answers misses with.
+
+Catalogue holds each item's filterable attributes (price, category, platform, geo,
+in stock) in compact arrays indexed by item id: about 25 bytes an item, so 100k items
+cost ~2.5 MB in a web worker, where Python objects would cost ~30 MB. Private items
+never reach the items table. Each process reloads it when the popular generation
+changes (the popular refresh swaps items and popular lists together, then bumps it).
+
+SnapshotSource is shared.serving's Source for one request: popular lists come from
+popular_lists, the ids looked up in the catalogue, filtered, skipped and cut here in
+memory. The segments a request may need are fetched in one query (segments_needed),
+and recently used segment lists stay in a small per-process LRU, so most misses read
+at most the user's row and one set of segment lists.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from array import array
+from collections import OrderedDict
+
+from shared.serving import Filters, Item, Profile, take
+
+PAGE_ROWS = 2000  # catalogue rows read per query while loading: a page is all that is ever held as objects
+SEGMENT_CACHE = 128  # segment lists kept per process (~3 KB each at 200 items)
+DENSE_SLACK = 4  # ids up to this many times the item count are indexed directly; sparser ids use a dict
+
+ITEMS_PAGE_SQL = ("SELECT item_id, price, category, platform, geo_id, in_stock FROM items "
+                  "WHERE item_id > %s ORDER BY item_id LIMIT %s")
+
+
+class Catalogue:
+    """Item attributes by item id, in arrays; item(id) rebuilds the serving Item."""
+
+    def __init__(self, count: int, top_id: int, generation=None):
+        self.generation = generation
+        self.count = count
+        self._dense = top_id <= DENSE_SLACK * count + 65536
+        size = top_id + 1 if self._dense else count
+        self._index = None if self._dense else {}
+        self._price = array("d", bytes(8 * size))
+        self._category = array("H", bytes(2 * size))
+        self._platform = array("H", bytes(2 * size))
+        self._geo = array("i", bytes(4 * size))  # 0: none (geo ids are >= 1)
+        self._flags = bytearray(size)  # 0 absent, 1 out of stock, 2 in stock
+        self._names: list = []
+        self._codes: dict = {}
+
+    @classmethod
+    def of(cls, rows, generation=None) -> "Catalogue":
+        rows = list(rows)
+        cat = cls(len(rows), max((r[0] for r in rows), default=0), generation)
+        cat.add(rows)
+        return cat
+
+    def _code(self, name) -> int:
+        code = self._codes.get(name)
+        if code is None:
+            code = self._codes[name] = len(self._names)
+            self._names.append(name)
+        return code
+
+    def add(self, rows) -> None:
+        for item_id, price, category, platform, geo_id, in_stock in rows:
+            if self._dense:
+                pos = item_id
+            else:
+                pos = self._index.setdefault(item_id, len(self._index))
+            self._price[pos] = math.nan if price is None else price
+            self._category[pos] = self._code(category)
+            self._platform[pos] = self._code(platform)
+            self._geo[pos] = geo_id or 0
+            self._flags[pos] = 2 if in_stock else 1
+
+    def item(self, item_id: int, _new=tuple.__new__) -> Item | None:
+        # Hot: called for every row a miss looks at. tuple.__new__ skips Item's keyword __new__.
+        if self._dense:
+            pos = item_id
+            if pos >= len(self._flags) or pos < 0:
+                return None
+        else:
+            pos = self._index.get(item_id)
+            if pos is None:
+                return None
+        flag = self._flags[pos]
+        if not flag:
+            return None
+        price = self._price[pos]
+        names = self._names
+        return _new(Item, (item_id, None if price != price else price, names[self._category[pos]],
+                           names[self._platform[pos]], self._geo[pos] or None, flag == 2))
+
+
+def load_catalogue(cur, generation=None) -> Catalogue:
+    """Read the items table in pages inside one repeatable-read transaction (one consistent
+    snapshot), so only a page of rows is ever held as Python objects."""
+    cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        cur.execute("SELECT count(*), coalesce(max(item_id), 0) FROM items")
+        count, top = cur.fetchone()
+        cat = Catalogue(count, top, generation)
+        last = -1
+        while True:
+            cur.execute(ITEMS_PAGE_SQL, (last, PAGE_ROWS))
+            page = cur.fetchall()
+            cat.add(page)
+            if len(page) < PAGE_ROWS:
+                break
+            last = page[-1][0]
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    return cat
+
+
+class Snapshot:
+    """This process's catalogue and segment-list LRU, reloaded when the popular generation changes."""
+
+    def __init__(self, run):
+        self.run = run  # fn(cursor) runner of the recommendations DB (shared.db.LazyConnection.run)
+        self.catalogue: Catalogue | None = None
+        self._segments: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def current(self, generation) -> Catalogue:
+        """The catalogue for this generation (None: Redis is down, keep what is loaded)."""
+        cat = self.catalogue
+        if cat is None or (generation is not None and cat.generation != generation):
+            with self._lock:
+                cat = self.catalogue
+                if cat is None or (generation is not None and cat.generation != generation):
+                    cat = self.run(lambda cur: load_catalogue(cur, generation))
+                    self._segments.clear()
+                    self.catalogue = cat
+        return cat
+
+    def segment_lists(self, segments, read) -> dict:
+        """{segment: (ids, scores)} for these segments, reading the ones not cached with read(missing)."""
+        cache = self._segments
+        out, missing = {}, []
+        for seg in segments:
+            found = cache.get(seg)
+            if found is None:
+                missing.append(seg)
+            else:
+                cache.move_to_end(seg)
+                out[seg] = found
+        if missing:
+            fetched = read(missing)
+            for seg in missing:
+                # Absent segments are cached too (as empty), so a thin segment is not re-read.
+                ids, scores = fetched.get(seg, ((), ()))
+                out[seg] = cache[seg] = (array("q", ids), array("d", scores))
+            while len(cache) > SEGMENT_CACHE:
+                cache.popitem(last=False)
+        return out
+
+
+class SnapshotSource:
+    """shared.serving's Source over the catalogue snapshot, for one request."""
+
+    def __init__(self, snapshot: Snapshot, catalogue: Catalogue, read_segments, profile: Profile | None = None,
+                 collaborative=((), ()), expected=()):
+        self.snapshot = snapshot
+        self.catalogue = catalogue
+        self.read_segments = read_segments  # fn([segment]) -> {segment: (ids, scores)}: one query
+        self._profile = profile
+        self._collaborative = collaborative
+        self._expected = list(expected)  # segments the request may read (serving.segments_needed): fetched at once
+        self._lists: dict = {}
+
+    def prefetch(self, segments) -> None:
+        self._lists.update(self.snapshot.segment_lists(segments, self.read_segments))
+
+    def _pairs(self, seg):
+        lists = self._lists.get(seg)
+        if lists is None:
+            self.prefetch([seg])
+            lists = self._lists[seg]
+        item = self.catalogue.item
+        for item_id, score in zip(*lists):
+            found = item(item_id)
+            if found is not None:
+                yield found, score
+
+    def popular(self, segments, filters=None, limit=None, skip=()):
+        filters = filters or Filters()
+        limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(segments)
+        missing = [seg for seg in segments if seg not in self._lists]
+        if missing:
+            missing += [seg for seg in self._expected if seg not in self._lists and seg not in missing]
+            self._expected = []
+            self.prefetch(missing)
+        out = {}
+        for seg, lim in zip(segments, limits):
+            if self._lists[seg][0]:
+                out[seg] = take(self._pairs(seg), filters, lim, skip)
+        return out
+
+    def profile(self, user_id):
+        return self._profile
+
+    def collaborative(self, user_id):
+        item = self.catalogue.item
+        out = []
+        for item_id, score in zip(*self._collaborative):
+            found = item(item_id)
+            if found is not None:
+                out.append((found, score))
+        return out

@@ -1,0 +1,275 @@
+"""Precomputed personal lists and the catalogue snapshot: a miss served from them equals
+what shared.serving computes over the recommendations DB (the SQL source), on the tiny preset."""
+import psycopg2
+import pytest
+import redis
+
+from api import create_app
+from shared.catalogue import Catalogue
+from shared.db import connect_recs
+from shared.serving import Filters, Item, algorithm_label, personalized_list, popular_list
+from shared.settings import load_settings
+from shared.store import SqlSource, prepare
+from tests.conftest import query
+from tests.test_live_sync import add_like, env  # noqa: F401 (env: the live sync's fixture)
+
+SIZE = 200
+
+
+@pytest.fixture
+def lists_env(tiny_env):
+    """Redis flushed (so nothing is cached), then the lists job run alone: it reads the
+    recommendations DB and records the current generations as the lists' basis."""
+    from shared.cache import Cache
+    from workers import pipeline
+
+    redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"]).flushdb()
+    settings = load_settings(tiny_env)
+    pipeline.update_user_lists(settings, Cache(redis.Redis.from_url(settings.recommendations_redis_url)))
+    return tiny_env
+
+
+@pytest.fixture
+def sql_source(lists_env):
+    conn = prepare(connect_recs(load_settings(lists_env)))
+
+    def run(fn):
+        with conn.cursor() as cur:
+            return fn(cur)
+
+    yield SqlSource(run)
+    conn.close()
+
+
+def whole_list(client, path, body):
+    """Every item of the answer (two pages of 100) and each page's algorithm label."""
+    ids, labels, hits = [], [], []
+    for page in (1, 2):
+        r = client.post(path, json={**body, "pagination": {"page": page, "limit": 100}})
+        assert r.status_code == 200, r.get_json()
+        data = r.get_json()
+        ids += data["items"]
+        labels.append(data["algorithm_used"])
+        hits.append(data["cache_hit"])
+    return ids, labels, hits
+
+
+def reference_labels(ranked, algorithm):
+    return [algorithm_label(ranked.sections, len(ranked.ids), start, start + 100, algorithm) for start in (0, 100)]
+
+
+def count_reads(app):
+    """Wrap the app's recommendations-DB runner: a list that grows by one per query."""
+    services = app.extensions["recs"]
+    reads, run = [], services.recs_db.run
+
+    def counting(fn):
+        reads.append(1)
+        return run(fn)
+
+    services.recs_db.run = counting
+    services.__dict__.pop("source", None)
+    services.__dict__.pop("snapshot", None)
+    return reads
+
+
+def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
+    recs = lists_env["RECOMMENDATIONS_DATABASE_URL"]
+    users = [u for (u,) in query(recs, "SELECT DISTINCT ON (LEAST(interaction_count, 3)) user_id FROM user_profiles "
+                                       "ORDER BY LEAST(interaction_count, 3), user_id")]
+    users += [u for (u,) in query(recs, "SELECT user_id FROM user_profiles WHERE interaction_count >= 3 "
+                                        "AND geo_id IS NOT NULL ORDER BY user_id DESC LIMIT 3")]
+    users.append(10**9)  # unknown: popular without demographics
+    geos = dict(query(recs, "SELECT user_id, geo_id FROM user_profiles WHERE user_id = ANY(%s)", (users,)))
+    safe = {u for (u,) in query(recs, "SELECT user_id FROM user_lists WHERE geo_safe AND geo_id IS NOT NULL")}
+    priced = dict((u, (lo, hi)) for u, lo, hi in query(recs, "SELECT user_id, price_lo, price_hi FROM user_lists"))
+    categories = [c for (c,) in query(recs, "SELECT DISTINCT category FROM items ORDER BY 1 LIMIT 2")]
+    assert len(users) == 8 and len(categories) == 2
+    app = create_app(lists_env)
+    client = app.test_client()
+    reads = count_reads(app)
+    assert client.post("/popular", json={}).status_code == 200  # loads the catalogue snapshot
+    plain_single_reads = 0
+    for user_id in users:
+        own = geos.get(user_id)
+        requests = [
+            (None, {}), (own, {}), (213, {}), (None, {"geo_id": own or 2}),
+            (None, {"price_to": 3000}), (own, {"price_from": 900, "price_to": 20000}),
+            (None, {"category": categories[0]}), (own, {"category": categories[1], "price_to": 5000}),
+            (54, {"price_from": 5, "price_to": 15}),  # narrow: the fill-in reaches the global list
+            (own, {"price_from": 0.001, "price_to": 10**9}),  # holds every price: the stored list
+        ]
+        seen = []
+        for geo_id, f in requests:
+            if (geo_id, f) in seen:  # the user has no geo: the same request twice
+                continue
+            seen.append((geo_id, f))
+            body = {"user_id": user_id, "filters": f, **({"geo_id": geo_id} if geo_id else {})}
+            filters = Filters(f.get("price_from"), f.get("price_to"), f.get("category"), geo_id or f.get("geo_id"))
+            reference, algorithm = personalized_list(sql_source, user_id, geo_id, filters, SIZE)
+            reads.clear()
+            ids, labels, hits = whole_list(client, "/personalized", body)
+            assert hits == [False, True]
+            assert ids == reference.ids, (user_id, geo_id, f)
+            assert labels == reference_labels(reference, algorithm), (user_id, geo_id, f)
+            assert len(reads) <= 2, (user_id, geo_id, f)  # the user's row, then segment lists in one query
+            # The stored list is the answer for the user's own geo (segment and filter); a
+            # request without the geo filter, or with a price range holding all its items, gets it too.
+            geo_filter = geo_id or f.get("geo_id")
+            lo, hi = priced.get(user_id, (None, None))
+            plain = ("category" not in f and geo_id in (None, own)
+                     and (geo_filter == own or geo_filter is None and (own is None or user_id in safe))
+                     and ("price_from" not in f or lo is not None and f["price_from"] <= lo)
+                     and ("price_to" not in f or hi is not None and f["price_to"] >= hi))
+            if algorithm != "popular" and plain:
+                assert len(reads) == 1, (user_id, geo_id)  # the user's row (profile + list): nothing else
+                plain_single_reads += 1
+    assert plain_single_reads >= 12  # 6 users with lists: their own geo, and a price range holding all
+
+
+def test_popular_answers_equal_the_sql_computation(lists_env, sql_source):
+    client = create_app(lists_env).test_client()
+    cases = [({}, {}), ({"gender": "f", "age": "25-34", "geo_id": 213}, {}),
+             ({"gender": "m", "geo_id": 54}, {"price_from": 500, "price_to": 20000}),
+             ({"category": "fashion"}, {"geo_id": 2}), ({"age": 41}, {"price_from": 900, "price_to": 1000})]
+    for params, f in cases:
+        body = {"user_params": params, "filters": f}
+        segment = (params.get("geo_id") or f.get("geo_id") or 0, params.get("gender", "any"),
+                   {41: "35-44"}.get(params.get("age"), params.get("age", "any")), params.get("category", "any"))
+        filters = Filters(f.get("price_from"), f.get("price_to"), params.get("category"),
+                          f.get("geo_id") or params.get("geo_id"))
+        reference = popular_list(sql_source, segment, filters, SIZE)
+        ids, labels, _ = whole_list(client, "/popular", body)
+        assert ids == reference.ids and ids, (params, f)
+
+
+def test_stored_lists_match_a_recompute_from_the_database(tiny_env):
+    """refresh_all precomputes from the frames it just wrote; the lists job alone reads
+    them back from the DB. Both must store the same lists (scores as the DB holds them)."""
+    from shared.cache import Cache
+    from workers import pipeline
+
+    recs = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
+    sql = "SELECT * FROM user_lists ORDER BY user_id"
+    settings = load_settings(tiny_env)
+    cache = Cache(redis.Redis.from_url(settings.recommendations_redis_url))
+    pipeline.refresh_all(settings, cache)
+    from_frames = query(recs, sql)
+    active = query(recs, "SELECT count(*) FROM user_profiles WHERE interaction_count > 0")[0][0]
+    assert len(from_frames) == active > 0
+    assert {row[3] for row in from_frames} == {"content_based", "collaborative"}
+    pipeline.update_user_lists(settings, cache)
+    assert query(recs, sql) == from_frames
+    gens = cache.generations(fresh=True)
+    assert gens["lists"] == f"{gens['popular']}.{gens['profiles']}.{gens['similarities']}"
+
+
+def test_catalogue_rebuilds_items_for_dense_and_sparse_ids():
+    rows = [(3, 10.5, "books", "ozon", None, True), (7, None, "toys", None, 213, False)]
+    for offset in (0, 10**12):  # sparse ids take the dict index
+        cat = Catalogue.of([(i + offset, *rest) for i, *rest in rows], generation="g1")
+        assert cat.item(3 + offset) == Item(3 + offset, 10.5, "books", "ozon", None, True)
+        assert cat.item(7 + offset) == Item(7 + offset, None, "toys", None, 213, False)
+        assert cat.item(5 + offset) is None and cat.item(10**13) is None and cat.generation == "g1"
+
+
+def test_a_popular_refresh_reloads_the_catalogue(lists_env):
+    from shared.cache import Cache
+    from workers import pipeline
+
+    app = create_app(lists_env)
+    client = app.test_client()
+    assert client.post("/popular", json={"filters": {"price_to": 1e9}}).status_code == 200
+    snapshot = app.extensions["recs"].snapshot
+    first = snapshot.catalogue
+    assert first is not None and first.count == query(lists_env["RECOMMENDATIONS_DATABASE_URL"],
+                                                      "SELECT count(*) FROM items")[0][0]
+    settings = load_settings(lists_env)
+    pipeline.refresh_popular_items(settings, Cache(redis.Redis.from_url(settings.recommendations_redis_url)))
+    app.extensions["recs"].cache._gens = None  # the generation check interval, skipped
+    assert client.post("/popular", json={"filters": {"price_to": 2e9}}).status_code == 200
+    assert snapshot.catalogue is not first and snapshot.catalogue.generation != first.generation
+
+
+def test_live_update_rewrites_a_users_list_as_the_full_precompute_does(tiny_env):
+    """workers.lists.update_users (for the live sync) computes over the SQL source what the
+    refresh computed in memory; a user without interactions loses their row."""
+    from workers import lists
+
+    recs = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
+    picked = [u for (u,) in query(recs, "SELECT DISTINCT ON (algorithm) user_id FROM user_lists "
+                                        "ORDER BY algorithm, user_id DESC")]
+    (zero,) = query(recs, "SELECT user_id FROM user_profiles WHERE interaction_count = 0 LIMIT 1")[0]
+    sql = "SELECT * FROM user_lists WHERE user_id = ANY(%s) ORDER BY user_id"
+    before = query(recs, sql, (picked,))
+    assert len(before) == 2
+    conn = psycopg2.connect(recs)
+    with conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s)", (picked,))
+        cur.execute("INSERT INTO user_lists (user_id, item_ids, sections, algorithm, geo_safe) "
+                    "VALUES (%s, '{1}', 'popular:0', 'popular', true)", (zero,))
+    conn.close()
+    assert lists.update_users(load_settings(tiny_env), picked + [zero]) == 2
+    assert query(recs, sql, (picked + [zero],)) == before
+
+
+def test_the_live_sync_rewrites_the_lists_of_the_users_it_touches(env, hand_env):  # noqa: F811 (the fixture)
+    """A like synced from the main DB: the user's stored list is recomputed at once (without
+    the liked item, as the SQL computation gives it), and a miss is served from it."""
+    from workers import lists
+
+    ns = env
+    user, geo = query(ns.recs, "SELECT user_id, geo_id FROM user_profiles WHERE interaction_count = 1 "
+                               "AND geo_id IS NOT NULL ORDER BY user_id LIMIT 1")[0]
+    (stored,) = query(ns.recs, "SELECT item_ids FROM user_lists WHERE user_id = %s", (user,))[0]
+    add_like(ns.main, user, stored[0])
+    assert ns.sync()["relisted"] == 1
+    row = query(ns.recs, "SELECT item_ids, algorithm FROM user_lists WHERE user_id = %s", (user,))[0]
+    assert stored[0] not in row[0] and row[1] == "content_based"
+    conn = prepare(connect_recs(ns.settings))
+    try:
+        source = SqlSource(lambda fn: fn(conn.cursor()))
+        reference, _ = personalized_list(source, user, geo, Filters(geo_id=geo), SIZE)
+    finally:
+        conn.close()
+    assert row[0] == reference.ids
+    app = create_app(dict(hand_env, GENERATION_CHECK_MS="0"))
+    reads = count_reads(app)
+    client = app.test_client()
+    assert client.post("/popular", json={}).status_code == 200
+    reads.clear()
+    body = client.post("/personalized", json={"user_id": user, "geo_id": geo,
+                                              "pagination": {"limit": 100}}).get_json()
+    assert body["items"] == reference.ids[:100] and len(reads) == 1
+    assert lists.update_users(ns.settings, [user]) == 1  # idempotent
+
+
+class _EmptySource:
+    """Users without history and no popular lists: each gets an empty list."""
+
+    def profile(self, user_id):
+        from shared.serving import Profile
+
+        return Profile(user_id, 0)
+
+    def popular(self, segments, filters=None, limit=None, skip=()):
+        return {}
+
+    def collaborative(self, user_id):
+        return []
+
+
+def _chunks_in_a_celery_child(_):
+    from workers import lists
+
+    lists.CHUNK_USERS = 3  # several chunks: the forked pool is used
+    return [line.split(",")[0] for chunk in lists.list_chunks(_EmptySource(), list(range(1, 11)), 5, 2)
+            for line in chunk.getvalue().splitlines()]
+
+
+def test_the_precompute_forks_its_pool_inside_a_celery_prefork_child():
+    """Celery's prefork children are daemonic, and multiprocessing refuses children to those."""
+    import billiard
+
+    with billiard.Pool(1) as pool:
+        assert pool.apply(_chunks_in_a_celery_child, (0,)) == [str(u) for u in range(1, 11)]
