@@ -418,7 +418,7 @@ def test_job_health_reports_stuck_and_late_jobs(hand_env):
             health = jobs.job_health(cur, settings)
     finally:
         conn.close()
-    assert health["late"] == ["user_profiles", "user_similarities"]
+    assert health["late"] == ["user_profiles", "user_similarities", "user_lists"]  # user_lists never ran here
     fresh = health["freshness"]["popular_items"]
     assert isinstance(fresh["age_s"], float) and fresh["age_s"] < 120 and not fresh["late"]
     assert not health["freshness"]["cleanup_cache"]["late"]
