@@ -84,10 +84,11 @@ class LazyConnection:
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()  # guards _idle and _failed_at; never held across I/O
         self._failed_at = 0.0
+        self._ok_at = 0.0  # when the newest successful call started
         self._retry_after_s = retry_after_s
         self._wait_s = wait_s
 
-    def _borrow(self):
+    def _borrow(self, started: float):
         if not self._slots.acquire(timeout=self._wait_s):
             raise psycopg2.OperationalError(f"database busy: no free connection within {self._wait_s} s")
         try:
@@ -101,7 +102,7 @@ class LazyConnection:
             try:
                 conn = self._factory()
             except psycopg2.Error:
-                self._failed()
+                self._failed(started)
                 raise
             conn.autocommit = True
             return conn
@@ -109,9 +110,13 @@ class LazyConnection:
             self._slots.release()
             raise
 
-    def _failed(self):
+    def _failed(self, started: float):
+        """A call that started at `started` failed. It opens the breaker unless a call that
+        started later has succeeded since: a query stuck through an outage and failing after
+        the recovery says nothing about the database now."""
         with self._lock:
-            self._failed_at = time.monotonic()
+            if started >= self._ok_at:
+                self._failed_at = time.monotonic()
 
     def _give_back(self, conn, broken: bool):
         try:
@@ -149,18 +154,21 @@ class LazyConnection:
             return self._run(fn)
 
     def _run(self, fn):
-        conn = self._borrow()
+        started = time.monotonic()
+        conn = self._borrow(started)
         broken = True
         try:
             with conn.cursor() as cur:
                 result = fn(cur)
             broken = False
+            with self._lock:
+                self._ok_at = max(self._ok_at, started)
             return result
         except psycopg2.extensions.QueryCanceledError:
             broken = False  # statement_timeout: the connection itself is fine
             raise
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            self._failed()
+            self._failed(started)
             raise
         except Exception:
             broken = False  # e.g. a missing table (autocommit): the connection is still usable
@@ -168,7 +176,7 @@ class LazyConnection:
         except BaseException:
             # The call's deadline (gevent.Timeout) interrupted a wait on the server: the
             # connection is mid-protocol (psycogreen closes it), and the server is not answering.
-            self._failed()
+            self._failed(started)
             raise
         finally:
             self._give_back(conn, broken)
