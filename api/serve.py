@@ -8,9 +8,12 @@ else the list is computed in memory over the catalogue snapshot and the segment 
 The whole ranked, filtered list is cached under a key without the page, then sliced,
 so pages never overlap or skip. Redis down: compute from the DB, cache_hit false.
 
-Live state is applied on every request, hits included: items unavailable since the
-last popular refresh (the process's in-memory set, shared.cache.Cache.unavailable) and,
-for /personalized, what the user liked through POST /events since the list was cached.
+Live state is honoured on every request, hits included. Items unavailable since the
+last popular refresh (the process's in-memory set, shared.cache.Cache.unavailable) are
+filtered out of every list. For /personalized, a miss folds what the user liked or
+unliked through POST /events into the list it computes, and a cached list always
+honours it: an event drops the user's cached lists, and a list computed before the
+event is never stored after it (shared.cache.Cache.store_user).
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ class KeySlot:
 
 
 class UserSlot:
-    """A list cached in its user's hash (/personalized), read with the user's live feedback in one round trip."""
+    """A list cached in its user's hash (/personalized): one HGET on a hit; on a miss, also
+    the user's live feedback, which the computed list honours (shared.cache.Cache.lookup_user)."""
 
     def __init__(self, cache, user_id: int, geo_id: int, filters_key: str):
         self.cache = cache

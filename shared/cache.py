@@ -20,11 +20,16 @@ live TS_TTL_S.
 Live state (see shared/live.py): each user's cached /personalized lists live in one
 hash per user (`user:<id>`, field = generations + geo + filters), so
 invalidating a user is one DEL and never a key scan; a user's live feedback from
-POST /events is a second small hash (`fb:<id>`, item -> l|u) read in the same round
-trip as the list. Items found unavailable since the last popular refresh are a hash
-(`live:unavailable`) with a version (`gen:live`) read with the generations: each
-process reloads the set only when the version changes and filters it out of every
-list, cache hits included.
+POST /events is a second small hash (`fb:<id>`, item -> l|u). A cache hit is one HGET
+and does not read the feedback: a list in the user's hash was computed with every
+feedback recorded so far. That holds because every invalidation (an event, the live
+sync re-reading a user) also bumps the user's version (`uv:<id>`), which a miss reads
+with the feedback before computing, and the list is stored only while that version
+is unchanged (a Lua check-and-set). A request that read the old state and finishes
+after the invalidation therefore stores nothing. Items found unavailable since the
+last popular refresh are a hash (`live:unavailable`) with a version (`gen:live`)
+read with the generations: each process reloads the set only when the version
+changes and filters it out of every list, cache hits included.
 
 Redis being down is not an error for the request path: calls raise CacheUnavailable
 quickly (short socket timeouts, and a one-second breaker after a failure) and the
@@ -52,6 +57,15 @@ LIVE_GEN_KEY = PREFIX + "gen:live"
 LISTS_KEY = PREFIX + "gen:lists"
 UNAVAILABLE_KEY = PREFIX + "live:unavailable"
 UNAVAILABLE_TTL_S = 7 * 86400  # the popular refresh trims it long before
+VERSION_TTL_S = 8 * 86400  # outlives any cached list (CACHE_TTL_PERSONALIZED is at most 7 days)
+# Store a user's list only if their version is still the one read before computing it.
+STORE_IF_CURRENT = """
+local current = redis.call('GET', KEYS[2]) or ''
+if current ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
 LIKED, UNLIKED = b"l", b"u"
 TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
 TOUCHED_TTL_S = 86400
@@ -109,6 +123,11 @@ def user_key(user_id: int) -> str:
     return f"{PREFIX}user:{user_id}"
 
 
+def version_key(user_id: int) -> str:
+    """A counter bumped whenever the user's cached lists are dropped (see store_user)."""
+    return f"{PREFIX}uv:{user_id}"
+
+
 def feedback_key(user_id: int) -> str:
     """The hash of a user's live feedback (POST /events): item id -> LIKED | UNLIKED."""
     return f"{PREFIX}fb:{user_id}"
@@ -130,13 +149,15 @@ def user_list_field(gens: dict, geo_id: int, filters_key: str) -> str:
 
 
 class UserSlot(NamedTuple):
-    """What one round trip tells about a user's /personalized request."""
+    """What lookup_user tells about a user's /personalized request."""
 
+    user_id: int
     key: str
     list_field: str
     value: bytes | None  # the cached list (encode_list)
-    feedback: dict  # {item_id: LIKED | UNLIKED}
+    feedback: dict  # {item_id: LIKED | UNLIKED}; read on a miss only (a hit's list already honours it)
     gens: dict
+    version: bytes | None = None  # the user's version when the miss read the feedback
 
 
 def encode_list(ids: list, sections: list, algorithm: str) -> bytes:
@@ -177,6 +198,7 @@ class Cache:
         self._live_gen: bytes | None = None
         self.unavailable: frozenset = frozenset()  # item ids not to serve, whatever a list says
         self._minutes: dict[int, dict[str, float]] = {}  # minute -> field -> increment not yet flushed
+        self._store_if_current = client.register_script(STORE_IF_CURRENT)  # no I/O until first called
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
@@ -287,44 +309,49 @@ class Cache:
         return key, value, gens
 
     def lookup_user(self, user_id: int, geo_id: int, filters_key: str) -> UserSlot:
-        """The user's cached list and their live feedback, in one round trip; counts the request."""
+        """The user's cached list: one HGET on a hit. On a miss, a second round trip reads
+        the user's live feedback and version for the computation. Counts the request."""
         gens = self.generations()
         key, list_field = user_key(user_id), user_list_field(gens, geo_id, filters_key)
+        value = self._call(lambda: self.client.hget(key, list_field))
+        self._requests += 1
+        if value is not None:
+            return UserSlot(user_id, key, list_field, value, {}, gens)
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.hget(key, list_field)
+            pipe.get(version_key(user_id))
             pipe.hgetall(feedback_key(user_id))
             return pipe.execute()
 
-        value, feedback = self._call(run)
-        self._requests += 1
-        return UserSlot(key, list_field, value, feedback, gens)
+        version, feedback = self._call(run)
+        return UserSlot(user_id, key, list_field, None, feedback, gens, version)
 
-    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int) -> None:
-        """Cache a computed list in the user's hash, in one round trip."""
+    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int) -> bool:
+        """Cache a computed list in the user's hash, unless the user was invalidated since
+        lookup_user read their feedback (then the list may be stale: not stored, False)."""
         self._misses += 1
+        return bool(self._call(lambda: self._store_if_current(
+            keys=[slot.key, version_key(slot.user_id)], args=[slot.list_field, value, slot.version or b"", ttl_s])))
 
-        def run():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hset(slot.key, slot.list_field, value)
-            pipe.expire(slot.key, ttl_s)
-            pipe.execute()
-
-        self._call(run)
+    def _invalidate(self, pipe, users) -> None:
+        for u in users:
+            pipe.incr(version_key(u))
+            pipe.expire(version_key(u), VERSION_TTL_S)
+        pipe.delete(*[user_key(u) for u in users])
 
     def record_feedback(self, events, ttl_s: int) -> None:
         """Live feedback [(user_id, item_id, LIKED | UNLIKED | None)]: stored, and each user's cached lists dropped.
 
         None (a click) only drops the cached lists. One round trip for the whole batch.
         """
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         for user_id, item_id, mark in events:
             if mark is not None:
                 pipe.hset(feedback_key(user_id), str(item_id), mark)
                 pipe.expire(feedback_key(user_id), ttl_s)
         users = {user_id for user_id, _, _ in events}
-        pipe.delete(*[user_key(u) for u in users])
+        self._invalidate(pipe, users)
         pipe.sadd(TOUCHED_KEY, *users)
         pipe.expire(TOUCHED_KEY, TOUCHED_TTL_S)
         self._call(pipe.execute)
@@ -334,9 +361,17 @@ class Cache:
         return [int(u) for u in self._call(lambda: self.client.spop(TOUCHED_KEY, count)) or ()]
 
     def invalidate_users(self, user_ids) -> int:
-        """Drop the cached lists and profile of these users: one DEL per user, no scan."""
-        keys = [user_key(u) for u in user_ids]
-        return self._call(lambda: self.client.delete(*keys)) if keys else 0
+        """Drop the cached lists of these users (one DEL per user, no scan) and bump their versions."""
+        users = list(user_ids)
+        if not users:
+            return 0
+
+        def run():
+            pipe = self.client.pipeline(transaction=True)
+            self._invalidate(pipe, users)
+            return pipe.execute()[-1]
+
+        return self._call(run)
 
     def set_unavailable(self, gone: dict, back=()) -> None:
         """Items to stop serving ({item_id: epoch seen}) and items available again; bumps the live version."""

@@ -10,7 +10,7 @@ import redis
 
 from api import create_app
 from deploy.seed import seed
-from shared.cache import Cache, feedback_key
+from shared.cache import Cache, encode_list, user_key
 from shared.settings import load_settings
 from tests.conftest import query
 from workers import live, pipeline
@@ -168,13 +168,23 @@ def test_post_events_like_is_gone_on_the_next_request_and_unlike_brings_it_back(
     assert env.sync()["users"] == 1
 
 
-def test_a_cached_list_written_before_a_live_like_is_filtered_on_a_hit(env):
+def test_a_list_computed_before_a_live_like_is_not_cached_after_it(env):
     user = user_with(env.recs, "interaction_count >= 3")
     items = personalized(env.client, user)["items"]
-    # The event lands, then a slower request that read the old profile caches its list again.
-    env.cache.client.hset(feedback_key(user), str(items[0]), b"l")
-    hit = personalized(env.client, user)
-    assert hit["cache_hit"] is True and items[0] not in hit["items"] and hit["items"][: len(items) - 1] == items[1:]
+    (field,) = env.cache.client.hkeys(user_key(user))
+    _, _, geo, filters_key = field.decode().split(":", 3)
+    env.cache.client.delete(user_key(user))
+    # A slow request misses and reads the user's live state; then the like lands; then the
+    # slow request tries to cache the list it computed from the old state.
+    slow = env.cache.lookup_user(user, int(geo), filters_key)
+    assert slow.value is None
+    r = env.client.post("/events", json={"user_id": user, "item_id": items[0], "type": "like"})
+    assert r.status_code == 200
+    assert env.cache.store_user(slow, encode_list(items, [("collaborative", 0)], "collaborative"), 600) is False
+    assert not env.cache.client.hexists(user_key(user), field)
+    first, second = personalized(env.client, user), personalized(env.client, user)
+    assert first["cache_hit"] is False and second["cache_hit"] is True
+    assert items[0] not in first["items"] and second["items"] == first["items"]
 
 
 @pytest.mark.parametrize("body, field", [
