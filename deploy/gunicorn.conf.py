@@ -33,8 +33,11 @@ keepalive = 5
 # themselves end at DB_TIMEOUT_MS (a 503), so this only catches a stuck loop.
 timeout = 30
 graceful_timeout = 10
-max_requests = 100000
-max_requests_jitter = 10000
+# No max_requests: at thousands of requests a second a recycled worker every minute or
+# so costs dropped keep-alive connections, a cold catalogue snapshot and latency spikes.
+# Memory is bounded instead (pools of fixed size, a capped snapshot); `make chaos`'s
+# soak checks that worker RSS stays flat.
+max_requests = 0
 # Import the app in the master so workers share its pages; connections are still
 # opened lazily in each worker after fork.
 preload_app = True
@@ -57,3 +60,11 @@ def _raise_file_limit(wanted: int = 65536) -> None:
 
 
 _raise_file_limit()
+
+
+def when_ready(server):
+    """The master has imported the app: move its objects out of the collector's reach, so
+    workers never scan them and their pages stay shared after fork (Python's gc.freeze docs)."""
+    import gc
+
+    gc.freeze()

@@ -10,7 +10,6 @@ and the clients' own socket, connect and statement timeouts are the bound.
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 
 
 class TimedOut(Exception):
@@ -27,23 +26,33 @@ def green() -> bool:
     return bool(monkey and monkey.is_module_patched("socket"))
 
 
-@contextmanager
-def within(seconds: float):
-    """Raise TimedOut if the block is still running after `seconds` (under gevent)."""
-    if not green():
-        yield
-        return
-    import gevent
+class within:
+    """Raise TimedOut if the block is still running after `seconds` (under gevent).
 
-    # gevent.Timeout is a BaseException, so no `except Exception` inside the block
-    # swallows it; it becomes TimedOut only here, at the boundary that set it.
-    timer = gevent.Timeout(seconds)
-    timer.start()
-    try:
-        yield
-    except gevent.Timeout as exc:
-        if exc is not timer:
-            raise
-        raise TimedOut(seconds) from None
-    finally:
+    A class rather than a @contextmanager generator: it wraps every request (api.deadline).
+    """
+
+    __slots__ = ("seconds", "timer")
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.timer = None
+
+    def __enter__(self):
+        if green():
+            import gevent
+
+            # gevent.Timeout is a BaseException, so no `except Exception` inside the block
+            # swallows it; it becomes TimedOut only here, at the boundary that set it.
+            self.timer = gevent.Timeout(self.seconds)
+            self.timer.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        timer = self.timer
+        if timer is None:
+            return False
         timer.close()
+        if exc is timer:
+            raise TimedOut(self.seconds) from None
+        return False
