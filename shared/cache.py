@@ -46,8 +46,6 @@ from typing import NamedTuple
 import orjson
 import redis
 
-from shared.fairqueue import FairLifoQueue
-
 PREFIX = "recs:"
 GEN_KINDS = ("popular", "profiles", "similarities")
 GEN_TTL_S = 30 * 86400
@@ -86,12 +84,10 @@ def make_client(url: str, timeout_s: float = 0.5, max_connections: int | None = 
     """A client with short socket timeouts. With max_connections (the API), callers share
     at most that many connections and wait up to pool_wait_s for a free one: under gevent
     every request is a greenlet, and an unbounded pool would open a Redis connection per
-    in-flight request (thousands under load, past Redis's maxclients). Waiters are served
-    first come, first served (shared.fairqueue)."""
+    in-flight request (thousands under load, past Redis's maxclients)."""
     if max_connections is None:
         return redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_wait_s,
-                                                 queue_class=FairLifoQueue,
                                                  socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     return redis.Redis(connection_pool=pool)
 
