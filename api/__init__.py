@@ -1,7 +1,7 @@
 """The Flask app factory. Nothing connects at import time or in create_app().
 
 One serving path: every request goes through the same WSGI layers,
-AccessLog -> RequestDeadline -> Guard (basic auth / admin loopback) -> FastPath -> Flask,
+AccessLog -> RequestDeadline -> Admission -> Guard (basic auth / admin loopback) -> FastPath -> Flask,
 so an authenticated deployment serves /popular and /personalized from the fast path
 too, and api.http.error_for maps exceptions to responses for both paths.
 """
@@ -12,6 +12,7 @@ import os
 from flask import Flask
 
 from api.accesslog import AccessLog
+from api.admission import Admission
 from api.auth import Guard
 from api.deadline import RequestDeadline
 from api.fastpath import FastPath
@@ -54,5 +55,6 @@ def create_app(config: dict | None = None) -> Flask:
 
     fast = FastPath(app.wsgi_app, app.extensions["recs"], recommendations.ENDPOINTS, app.logger)
     observe = metrics.RequestObserver(app.extensions["recs"], prometheus=settings.metrics_enabled)
-    app.wsgi_app = AccessLog(RequestDeadline(Guard(fast, settings), settings.request_timeout_ms / 1000), observe)
+    app.wsgi_app = AccessLog(RequestDeadline(Admission(Guard(fast, settings)), settings.request_timeout_ms / 1000),
+                             observe)
     return app

@@ -11,7 +11,13 @@ from shared.db import API_CONNECT_TIMEOUT_S, LazyConnection, connect_main, conne
 from shared.settings import Settings
 from shared.store import SqlSource, prepare
 
-REDIS_TIMEOUT_S = 0.25
+# Redis connect and socket timeout. Not shorter: the wait includes the worker's own
+# queueing for the CPU, and with thousands of connections on two cores a healthy Redis's
+# reply can be read 0.3 s or more after it arrived; a timeout there would open the
+# breaker and send every request to the database for a second (the 10,000-connection
+# chaos case: thousands of 503s). A frozen Redis still costs a request at most this
+# plus the DB fallback, within DB_TIMEOUT_MS + 500 ms.
+REDIS_TIMEOUT_S = 1.0
 # Redis connections per web worker; requests beyond it wait their turn (up to the
 # request's deadline) instead of opening more.
 REDIS_POOL_SIZE = 32

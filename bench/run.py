@@ -84,9 +84,11 @@ end
 function done(summary, latency, requests)
   io.write(string.format(
     'WRKJSON {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, ' ..
+    '"connect": %d, "read": %d, "write": %d, "timeout": %d, ' ..
     '"p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %.1f, "max_us": %d}\n',
     summary.requests, summary.duration, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
 end
 """
@@ -176,6 +178,7 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int, timeout_s: f
         "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
         "mean_ms": round(raw["mean_us"] / 1000, 3), "max_ms": raw["max_us"] / 1000,
         "requests": raw["requests"], "non2xx": raw["non2xx"], "socket_errors": raw["socket_errors"],
+        "socket_error_kinds": {k: raw[k] for k in ("connect", "read", "write", "timeout") if raw.get(k)},
     }
 
 

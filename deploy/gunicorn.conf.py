@@ -29,6 +29,10 @@ worker_class = "gevent"
 # Simultaneous connections per worker (idle keep-alives included).
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
 keepalive = 5
+# Connections the kernel queues before a worker accepts them (capped by net.core.somaxconn).
+# A burst of thousands of connects overflows the default 2048, and a dropped SYN is retried
+# by the client only after 1, 3, 7... seconds.
+backlog = 4096
 # The heartbeat: a worker whose event loop is blocked this long is restarted. Requests
 # themselves end at DB_TIMEOUT_MS (a 503), so this only catches a stuck loop.
 timeout = 30

@@ -79,6 +79,20 @@ class CacheUnavailable(Exception):
     pass
 
 
+def _lifo_queue():
+    """The pool's queue: gevent's under gevent workers, where a deadline (gevent.Timeout) can
+    interrupt a wait, which the stdlib queue's Condition does not survive intact."""
+    from shared.deadline import green
+
+    if green():
+        from gevent.queue import LifoQueue
+
+        return LifoQueue
+    from queue import LifoQueue
+
+    return LifoQueue
+
+
 def make_client(url: str, timeout_s: float = 0.5, max_connections: int | None = None,
                 pool_wait_s: float = 0.0) -> redis.Redis:
     """A client with short socket timeouts. With max_connections (the API), callers share
@@ -88,6 +102,7 @@ def make_client(url: str, timeout_s: float = 0.5, max_connections: int | None = 
     if max_connections is None:
         return redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_wait_s,
+                                                 queue_class=_lifo_queue(),
                                                  socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     return redis.Redis(connection_pool=pool)
 

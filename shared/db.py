@@ -11,7 +11,7 @@ import time
 import psycopg2
 import psycopg2.extensions
 
-from shared.deadline import within
+from shared.deadline import green, within
 from shared.settings import Settings
 
 # Connect timeout for the API's connections (libpq's minimum useful value is 2 s).
@@ -63,6 +63,17 @@ def connect_recs(settings: Settings, statement_timeout_ms: int = 0, application_
     )
 
 
+def _semaphore(size: int):
+    """gevent's own semaphore under gevent workers: a deadline (gevent.Timeout) that fires while
+    waiting on the stdlib one, built on a Condition, can leave it "released too many times"
+    (a RuntimeError, so a 500, seen with 10,000 connections)."""
+    if green():
+        from gevent.lock import BoundedSemaphore
+
+        return BoundedSemaphore(size)
+    return threading.BoundedSemaphore(size)
+
+
 class LazyConnection:
     """A small per-process pool of autocommit connections, opened on first use after fork.
 
@@ -81,7 +92,7 @@ class LazyConnection:
         self._factory = factory
         self._deadline_s = deadline_s
         self._idle: list = []
-        self._slots = threading.BoundedSemaphore(size)
+        self._slots = _semaphore(size)
         self._lock = threading.Lock()  # guards _idle and _failed_at; never held across I/O
         self._failed_at = 0.0
         self._ok_at = 0.0  # when the newest successful call started

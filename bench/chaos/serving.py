@@ -86,7 +86,8 @@ def many_connections(ctx: Ctx, limits: dict) -> Record:
     good32 = c32["rps"] * (1 - c32["non2xx"] / c32["requests"]) if c32["requests"] else 0
     ratio = good / good32 if good32 else 0
     rec.check(f"errors at {p.many_conns:,} connections", f"0 (file limit {limits['soft']})",
-              f"{errors} ({big['non2xx']} non-2xx, {big['socket_errors']} socket errors) of {big['requests']:,}; "
+              f"{errors} ({big['non2xx']} non-2xx, {big['socket_errors']} socket errors {big.get('socket_error_kinds') or ''}) "
+              f"of {big['requests']:,}; "
               f"the API logged {statuses}", errors == 0 and big["requests"] > 0)
     rec.check(f"throughput (2xx per second) at {p.many_conns:,} / at 32", ">= 0.8",
               f"{ratio:.2f} ({good:.0f} vs {good32:.0f} 2xx/s; all answers {big['rps']:.0f} vs {c32['rps']:.0f}/s; "

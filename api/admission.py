@@ -1,0 +1,78 @@
+"""Admission: at most ACTIVE_REQUESTS requests per worker run at once, the rest wait their turn.
+
+Under gevent every accepted connection is a greenlet. With thousands of them sending at
+once, one turn of the event loop runs thousands of requests, so a reply from Redis or
+PostgreSQL waits that long (seconds) to be read: healthy dependencies then look frozen,
+their timeouts fire, and the request fails over to the database, which has a pool of 8.
+That was the 10,000-connection chaos case: thousands of 503s. Here a request waits at
+the gate *before* its first dependency call, so the ones running keep their calls short,
+and requests are admitted strictly first come, first served (gevent's Semaphore lets a
+newcomer take a slot released for a waiter, which starves the oldest). The wait counts
+against REQUEST_TIMEOUT_MS (api.deadline sits outside this layer).
+
+Probes (/livez, /readyz, /health) skip the gate: an overloaded instance still answers them.
+Outside gevent (Flask's test client, `flask run`) this is a pass-through.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from api.auth import PUBLIC_PATHS
+from shared.deadline import green
+
+# Enough to keep both the CPU and the dependencies busy; small enough that one turn of the
+# event loop stays in the tens of milliseconds.
+ACTIVE_REQUESTS = 256
+
+
+class FairGate:
+    """A counting semaphore for greenlets that hands a released slot to the longest waiter."""
+
+    def __init__(self, slots: int):
+        from gevent.event import Event
+
+        self._event = Event
+        self.free = slots
+        self.waiters: deque = deque()
+
+    def enter(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        turn = self._event()
+        self.waiters.append(turn)
+        try:
+            turn.wait()
+        except BaseException:  # the request's deadline, or the worker shutting down
+            if turn.is_set():
+                self.leave()  # a slot was handed over just now: pass it on
+            else:
+                self.waiters.remove(turn)
+            raise
+
+    def leave(self) -> None:
+        if self.waiters:
+            self.waiters.popleft().set()  # the slot goes to the longest waiter
+        else:
+            self.free += 1
+
+
+class Admission:
+    def __init__(self, app, slots: int = ACTIVE_REQUESTS):
+        self.app = app
+        self.slots = slots
+        self._gate = None
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") in PUBLIC_PATHS:
+            return self.app(environ, start_response)
+        gate = self._gate
+        if gate is None:
+            if not green():
+                return self.app(environ, start_response)
+            gate = self._gate = FairGate(self.slots)  # created in the worker, after fork
+        gate.enter()
+        try:
+            return self.app(environ, start_response)
+        finally:
+            gate.leave()
