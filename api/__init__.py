@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask
+from flask import Flask, request
 
 from api.accesslog import AccessLog
 from api.admission import Admission
 from api.auth import Guard
 from api.deadline import RequestDeadline
 from api.fastpath import FastPath
-from api.http import MAX_BODY_BYTES, error_for, json_response
+from api.http import MAX_BODY_BYTES, error_for, json_response, note_error
 from api.services import Services
 from shared.settings import load_settings
 
@@ -48,6 +48,7 @@ def create_app(config: dict | None = None) -> Flask:
         status, payload, headers = error_for(exc)
         if status == 500:
             app.logger.exception("unhandled error")
+        note_error(request.environ, status, payload)
         resp = json_response(payload, status)
         for name, value in headers:
             resp.headers[name] = value

@@ -2,7 +2,7 @@
 
 Working on the raw environ and status keeps this off Flask's context proxies: it is
 on every request, cache hits included. Endpoints add fields through the environ
-(`recs.algorithm`, `recs.cache_hit`). The same place feeds the metrics: `observe`
+(`recs.algorithm`, `recs.cache_hit`, and `recs.error` for a 5xx). The same place feeds the metrics: `observe`
 (api.metrics.RequestObserver) gets the environ, the status and the seconds taken.
 
 The line goes through the `recs.access` logger (so LOG_LEVEL and logging configuration
@@ -22,6 +22,7 @@ import time
 log = logging.getLogger("recs.access")
 ALGORITHM = "recs.algorithm"
 CACHE_HIT = "recs.cache_hit"
+ERROR = "recs.error"  # why a request got a 5xx (e.g. which dependency timed out), appended to its line
 # PATH_INFO arrives percent-decoded: a %0A would end the line and forge the next one.
 # Control characters, spaces, quotes, backslashes and non-ASCII are written percent-encoded.
 _UNSAFE = re.compile(r'[\x00-\x20\x7f-\uffff"\\%]')
@@ -81,10 +82,12 @@ class AccessLog:
         finally:
             if log.isEnabledFor(logging.INFO):
                 hit = environ.get(CACHE_HIT)
-                self.write("method=%s path=%s status=%s algorithm=%s cache_hit=%s ms=%.2f" % (
+                line = "method=%s path=%s status=%s algorithm=%s cache_hit=%s ms=%.2f" % (
                     escape(environ.get("REQUEST_METHOD")), escape(environ.get("PATH_INFO")), status[0],
                     environ.get(ALGORITHM, "-"), "-" if hit is None else ("true" if hit else "false"),
-                    (time.perf_counter() - started) * 1000))
+                    (time.perf_counter() - started) * 1000)
+                error = environ.get(ERROR)
+                self.write(line if error is None else f"{line} error={escape(error)}")
             if self.observe is not None:
                 try:
                     self.observe(environ, status[0], time.perf_counter() - started)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from api.http import error_for, wsgi_json
+from api.http import error_for, note_error, wsgi_json
 from shared.deadline import TimedOut, within
 
 log = logging.getLogger("recs.deadline")
@@ -31,5 +31,6 @@ class RequestDeadline:
             log.warning("event=deadline_exceeded method=%s ms=%d", environ.get("REQUEST_METHOD"),
                         round(self.seconds * 1000))
             status, payload, headers = error_for(exc)
+            note_error(environ, status, payload)
             # exc_info: if the app had already started its response, the server drops the connection.
             return wsgi_json(start_response, status, payload, headers, sys.exc_info())

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import io
 
-from api.http import MAX_BODY_BYTES, dumps, error_for, parse_body, status_line, too_large_payload, wsgi_json
+from api.http import (MAX_BODY_BYTES, dumps, error_for, note_error, parse_body, status_line, too_large_payload,
+                      wsgi_json)
 from api.recommendations import note_result
 
 
@@ -69,6 +70,7 @@ class FastPath:
             status, payload, headers = error_for(exc)
             if status == 500:
                 self.logger.exception("unhandled error")
+            note_error(environ, status, payload)
             return status, payload, headers
         note_result(environ, result)
         return 200, result, []

@@ -75,6 +75,12 @@ def error_for(exc: BaseException) -> tuple[int, dict, list]:
     return 500, INTERNAL_ERROR, []
 
 
+def note_error(environ, status: int, payload: dict) -> None:
+    """A 5xx's reason, for the access line (api.accesslog)."""
+    if status >= 500:
+        environ["recs.error"] = str(payload.get("message", payload.get("error", "")))[:200]
+
+
 def status_line(status: int) -> str:
     return f"{status} {HTTPStatus(status).phrase}"
 

@@ -37,6 +37,7 @@ caller serves from the recommendations DB instead.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from bisect import bisect_left
 import time
@@ -46,6 +47,7 @@ from typing import NamedTuple
 import orjson
 import redis
 
+log = logging.getLogger("recs.cache")
 PREFIX = "recs:"
 GEN_KINDS = ("popular", "profiles", "similarities")
 GEN_TTL_S = 30 * 86400
@@ -208,6 +210,7 @@ class Cache:
         self._generation_check_s = generation_check_s
         self._gens: dict | None = None
         self._gens_at = 0.0
+        self._refreshing = False  # a generations() round trip is in flight (one at a time per process)
         self._requests = 0
         self._misses = 0
         self._live_gen: bytes | None = None
@@ -225,6 +228,9 @@ class Cache:
         except redis.RedisError as exc:
             with self._lock:
                 self._failed_at = time.monotonic()
+            # Once per breaker opening, not per request: requests meanwhile fail fast above.
+            log.warning("event=redis_unavailable breaker_s=%s error=%s", self._breaker_s,
+                        " ".join(str(exc).split()) or type(exc).__name__)
             if self.on_error is not None:
                 self.on_error()
             raise CacheUnavailable(str(exc)) from exc
@@ -235,13 +241,19 @@ class Cache:
         gens["lists"] is the basis of the stored user_lists (see lists_current).
         """
         now = time.monotonic()
-        if not fresh and self._gens is not None and now - self._gens_at < self._generation_check_s:
-            return self._gens
+        if not fresh and self._gens is not None and (now - self._gens_at < self._generation_check_s
+                                                     or self._refreshing):
+            return self._gens  # fresh enough, or another request is re-reading them right now
 
         def run():
             pipe = self.client.pipeline(transaction=False)
             pipe.mget([f"{PREFIX}gen:{k}" for k in GEN_KINDS] + [LISTS_KEY, LIVE_GEN_KEY])
-            requests, misses = self._requests, self._misses
+            # Taken (and zeroed) before the round trip: requests counted meanwhile go to the next
+            # flush. Two flushes both subtracting the same count after their I/O drove the
+            # counters negative, then past 2**63 (Redis refused the HINCRBY: a Redis "outage").
+            with self._lock:
+                requests, misses = self._requests, self._misses
+                self._requests = self._misses = 0
             if requests or misses:
                 key = _stats_key()
                 pipe.hincrby(key, "requests", requests)
@@ -263,13 +275,14 @@ class Cache:
             try:
                 values = pipe.execute()[0]
             except BaseException:
+                with self._lock:  # kept for the next flush
+                    self._requests += requests
+                    self._misses += misses
                 oldest = time.time() // 60 - TS_TTL_S // 60
                 for minute, counts in minutes.items():  # kept for the next flush, while still worth drawing
                     if minute > oldest:
                         self.note_minute(counts, minute)
                 raise
-            self._requests -= requests
-            self._misses -= misses
             if values[-1] != self._live_gen:  # the unavailable set changed: one more read, rarely
                 self.unavailable = frozenset(int(i) for i in self.client.hkeys(UNAVAILABLE_KEY))
                 self._live_gen = values[-1]
@@ -277,7 +290,11 @@ class Cache:
             gens["lists"] = values[len(GEN_KINDS)].decode() if values[len(GEN_KINDS)] else ""
             return gens
 
-        self._gens = self._call(run)
+        self._refreshing = True
+        try:
+            self._gens = self._call(run)
+        finally:
+            self._refreshing = False
         self._gens_at = now
         return self._gens
 

@@ -156,3 +156,59 @@ def test_without_drops_ids_and_reindexes_sections():
     assert without(ids, sections, frozenset()) == (ids, sections)
     assert without(ids, sections, frozenset({2, 4})) == ([1, 3, 5], [("collaborative", 0), ("popular", 2)])
     assert without(ids, sections, frozenset({4, 5})) == ([1, 2, 3], [("collaborative", 0)])
+
+
+class _Reentrant(fakeredis.FakeRedis):
+    """Runs `during` while a pipeline is in flight, as another greenlet would while this one waits on I/O."""
+
+    during = None
+
+    def pipeline(self, *args, **kwargs):
+        pipe = super().pipeline(*args, **kwargs)
+        execute, owner = pipe.execute, self
+
+        def execute_with_others(*a, **k):
+            hook, owner.during = owner.during, None
+            if hook:
+                hook()
+            return execute(*a, **k)
+
+        pipe.execute = execute_with_others
+        return pipe
+
+
+def test_counters_flushed_while_other_requests_count_and_check_are_never_lost_or_doubled():
+    from shared.cache import _stats_key
+
+    cache = Cache(_Reentrant(), generation_check_s=0)  # every request re-checks: the most concurrent flushes
+    for _ in range(5):
+        cache.lookup(POPULAR, "x")
+
+    def others():  # requests landing while the flush waits on Redis
+        for _ in range(3):
+            cache.lookup(POPULAR, "x")
+    cache.client.during = others
+    cache.generations(fresh=True)
+    assert int(cache.client.hget(_stats_key(), "requests")) == 5  # their checks did not flush meanwhile
+    cache.generations(fresh=True)
+    assert int(cache.client.hget(_stats_key(), "requests")) == 8  # the 3 counted during the first flush
+
+
+def test_counters_survive_a_failed_flush():
+    import redis
+
+    from shared.cache import _stats_key
+
+    cache = Cache(_Reentrant(), generation_check_s=60)
+    for _ in range(4):
+        cache.lookup(POPULAR, "x")
+
+    def fail():
+        raise redis.ConnectionError("gone")
+
+    cache.client.during = fail
+    with pytest.raises(CacheUnavailable):
+        cache.generations(fresh=True)
+    cache._failed_at = 0.0  # past the breaker
+    cache.generations(fresh=True)
+    assert int(cache.client.hget(_stats_key(), "requests")) == 4
