@@ -228,7 +228,7 @@ class Cache:
         except redis.RedisError as exc:
             with self._lock:
                 self._failed_at = time.monotonic()
-            # Once per breaker opening, not per request: requests meanwhile fail fast above.
+            # Only calls that reached Redis and failed log this; those the open breaker refuses do not.
             log.warning("event=redis_unavailable breaker_s=%s error=%s", self._breaker_s,
                         " ".join(str(exc).split()) or type(exc).__name__)
             if self.on_error is not None:
