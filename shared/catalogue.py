@@ -19,7 +19,7 @@ import threading
 from array import array
 from collections import OrderedDict
 
-from shared.serving import Filters, Item, Profile, take
+from shared.serving import Filters, Item, Profile
 
 PAGE_ROWS = 2000  # catalogue rows read per query while loading: a page is all that is ever held as objects
 SEGMENT_CACHE = 128  # segment lists kept per process (~3 KB each at 200 items)
@@ -89,6 +89,55 @@ class Catalogue:
         names = self._names
         return _new(Item, (item_id, None if price != price else price, names[self._category[pos]],
                            names[self._platform[pos]], self._geo[pos] or None, flag == 2))
+
+
+    def select(self, ids, scores, filters: Filters, limit: int | None, skip) -> list:
+        """The first `limit` (item, score) pairs of a ranked id list that are in the catalogue
+        and pass serving.take's checks (in stock, not skipped, the filters).
+
+        What take() over item() gives, but an id that fails is rejected from the arrays,
+        without building its Item: a filtered miss looks at hundreds of ids and keeps few.
+        """
+        out: list = []
+        room = len(ids) if limit is None else limit
+        if room <= 0:
+            return out
+        code = None
+        if filters.category is not None:
+            code = self._codes.get(filters.category)
+            if code is None:  # no item has that category
+                return out
+        lo = -math.inf if filters.price_from is None else filters.price_from
+        hi = math.inf if filters.price_to is None else filters.price_to
+        priced = filters.price_from is not None or filters.price_to is not None
+        geo = filters.geo_id
+        flags, price, category, geos, names = self._flags, self._price, self._category, self._geo, self._names
+        index, size, new = self._index, len(self._flags), tuple.__new__
+        for item_id, score in zip(ids, scores):
+            if index is None:
+                pos = item_id
+                if pos >= size or pos < 0:
+                    continue
+            else:
+                pos = index.get(item_id)
+                if pos is None:
+                    continue
+            if flags[pos] != 2 or item_id in skip:  # absent or out of stock; excluded
+                continue
+            p = price[pos]
+            if priced and not lo <= p <= hi:  # NaN (no price) fails any price filter
+                continue
+            if code is not None and category[pos] != code:
+                continue
+            g = geos[pos]
+            if geo is not None and g and g != geo:
+                continue
+            out.append((new(Item, (item_id, None if p != p else p, names[category[pos]],
+                                   names[self._platform[pos]], g or None, True)), score))
+            room -= 1
+            if not room:
+                break
+        return out
 
 
 def load_catalogue(cur, generation=None) -> Catalogue:
@@ -173,17 +222,6 @@ class SnapshotSource:
     def prefetch(self, segments) -> None:
         self._lists.update(self.snapshot.segment_lists(segments, self.read_segments))
 
-    def _pairs(self, seg):
-        lists = self._lists.get(seg)
-        if lists is None:
-            self.prefetch([seg])
-            lists = self._lists[seg]
-        item = self.catalogue.item
-        for item_id, score in zip(*lists):
-            found = item(item_id)
-            if found is not None:
-                yield found, score
-
     def popular(self, segments, filters=None, limit=None, skip=()):
         filters = filters or Filters()
         limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(segments)
@@ -193,9 +231,11 @@ class SnapshotSource:
             self._expected = []
             self.prefetch(missing)
         out = {}
+        select = self.catalogue.select
         for seg, lim in zip(segments, limits):
-            if self._lists[seg][0]:
-                out[seg] = take(self._pairs(seg), filters, lim, skip)
+            ids, scores = self._lists[seg]
+            if ids:
+                out[seg] = select(ids, scores, filters, lim, skip)
         return out
 
     def profile(self, user_id):
