@@ -73,10 +73,10 @@ class Source(Protocol):
                 skip=()) -> dict[tuple, list[tuple[Item, float]]]:
         """Ranked (item, score) per requested segment; absent segments are left out.
 
-        filters, skip (ids not wanted) and limit (rows wanted per segment after both; one
-        number for all, or one per segment) are hints a source may use to return fewer
-        rows; the SQL source applies them in the query. A source may ignore all three:
-        callers still check every item with allowed() and de-duplicate.
+        Every row returned passes allowed() with these filters and skip (ids not wanted):
+        callers rely on it (Ranked.extend_checked). limit (rows wanted per segment after
+        both; one number for all, or one per segment) is a hint a source may use to return
+        fewer rows. The SQL source applies all three in the query, the in-memory ones with take().
         """
 
     def profile(self, user_id: int) -> Profile | None: ...
@@ -150,6 +150,21 @@ class Ranked:
         if len(ids) > start:
             self.sections.append((algorithm, start))
 
+    def extend_checked(self, algorithm: str, candidate_ids) -> None:
+        """extend() for ids known to pass this ranking's filters and exclusions (read from a
+        Source with them): only de-duplicated, without a check per item."""
+        room = self.size - len(self.ids)
+        if room <= 0:
+            return
+        seen = self._seen
+        new = [i for i in dict.fromkeys(candidate_ids) if i not in seen]
+        if not new:
+            return
+        del new[room:]
+        self.sections.append((algorithm, len(self.ids)))
+        self.ids.extend(new)
+        seen.update(new)
+
 
 def segment_popular(ranked: Ranked, source: Source, segment: tuple) -> dict:
     """Each segment read down the fallback chain until one has items: {segment: rows}, in order.
@@ -179,11 +194,11 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
             break
         rows = read.get(seg) if read else None
         if rows is not None:
-            ranked.extend(POPULAR, (item for item, _ in rows))
+            ranked.extend_checked(POPULAR, [pair[0][0] for pair in rows])  # (Item, score): Item.item_id
             if ranked.full or len(rows) < ranked.size:
                 continue
         lists = source.popular([seg], ranked.filters, ranked.size - len(ranked.ids), ranked.exclude | ranked.listed)
-        ranked.extend(POPULAR, (item for item, _ in lists.get(seg, ())))
+        ranked.extend_checked(POPULAR, [pair[0][0] for pair in lists.get(seg, ())])
 
 
 def _normalised(pairs) -> dict:
@@ -255,7 +270,7 @@ def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment:
     lists = source.popular(segments, ranked.filters, limits, ranked.exclude)
     own = lists.get(segments[0], [])
     candidates = own[:CONTENT_CANDIDATES] + [pair for seg in segments[1:] for pair in lists.get(seg, ())]
-    ranked.extend(CONTENT_BASED, _ranked(content_based_scores(profile, candidates)))
+    ranked.extend_checked(CONTENT_BASED, [item[0] for item in _ranked(content_based_scores(profile, candidates))])
     return {segments[0]: own}
 
 
