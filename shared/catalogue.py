@@ -39,7 +39,7 @@ class Catalogue:
         self.generation = generation
         self.count = count
         self._dense = top_id <= DENSE_SLACK * count + 65536
-        size = top_id + 1 if self._dense else count
+        size = (top_id + 1 if self._dense else count) + 1  # the last position is never set: "not here"
         self._index = None if self._dense else {}
         self._price = array("d", bytes(8 * size))
         self._category = array("H", bytes(2 * size))
@@ -94,53 +94,62 @@ class Catalogue:
                            names[self._platform[pos]], self._geo[pos] or None, flag == 2))
 
 
-    def select(self, ids, scores, filters: Filters, limit: int | None, skip) -> list:
-        """The first `limit` (item, score) pairs of a ranked id list that are in the catalogue
-        and pass serving.take's checks (in stock, not skipped, the filters).
-
-        What take() over item() gives, but an id that fails is rejected from the arrays,
-        without building its Item: a filtered miss looks at hundreds of ids and keeps few.
-        """
-        out: list = []
+    def passing(self, ids, filters: Filters, limit: int | None, skip) -> list:
+        """Indexes into a ranked id list of its first `limit` ids that are in the catalogue
+        and pass serving.take's checks (in stock, not skipped, the filters), from the arrays:
+        no Item is built for an id looked at."""
         room = len(ids) if limit is None else limit
-        if room <= 0:
-            return out
+        if room <= 0 or not ids:
+            return []
         code = None
         if filters.category is not None:
             code = self._codes.get(filters.category)
             if code is None:  # no item has that category
-                return out
+                return []
+        priced = filters.price_from is not None or filters.price_to is not None
         lo = -math.inf if filters.price_from is None else filters.price_from
         hi = math.inf if filters.price_to is None else filters.price_to
-        priced = filters.price_from is not None or filters.price_to is not None
         geo = filters.geo_id
-        flags, price, category, geos, names = self._flags, self._price, self._category, self._geo, self._names
-        index, size, new = self._index, len(self._flags), tuple.__new__
-        for item_id, score in zip(ids, scores):
-            if index is None:
-                pos = item_id
-                if pos >= size or pos < 0:
-                    continue
-            else:
-                pos = index.get(item_id)
-                if pos is None:
-                    continue
-            if flags[pos] != 2 or item_id in skip:  # absent or out of stock; excluded
+        flags, price, category, geos = self._flags, self._price, self._category, self._geo
+        positions = self._positions(ids)
+        out = []
+        for k, pos in enumerate(positions):
+            if flags[pos] != 2:  # absent or out of stock
                 continue
-            p = price[pos]
-            if priced and not lo <= p <= hi:  # NaN (no price) fails any price filter
+            if priced and not lo <= price[pos] <= hi:  # NaN (no price) fails any price filter
                 continue
             if code is not None and category[pos] != code:
                 continue
-            g = geos[pos]
-            if geo is not None and g and g != geo:
+            if geo is not None and geos[pos] and geos[pos] != geo:
                 continue
-            out.append((new(Item, (item_id, None if p != p else p, names[category[pos]],
-                                   names[self._platform[pos]], g or None, True)), score))
-            room -= 1
-            if not room:
+            if skip and ids[k] in skip:
+                continue
+            out.append(k)
+            if len(out) == room:
                 break
         return out
+
+    def _positions(self, ids):
+        """Array positions of these ids; an id not in the catalogue gets the last (never set) one."""
+        if self._index is not None:
+            get, none = self._index.get, len(self._flags) - 1
+            return [get(i, none) for i in ids]
+        top = len(self._flags) - 1
+        if 0 <= min(ids) and max(ids) < top:
+            return ids
+        return [i if 0 <= i < top else top for i in ids]
+
+    def select(self, ids, scores, filters: Filters, limit: int | None, skip) -> list:
+        """The (item, score) pairs of passing(): what take() over item() gives."""
+        keep = self.passing(ids, filters, limit, skip)
+        if not keep:
+            return []
+        positions = self._positions([ids[k] for k in keep])
+        price, category, platform, geos, names = self._price, self._category, self._platform, self._geo, self._names
+        new = tuple.__new__
+        return [(new(Item, (ids[k], None if price[pos] != price[pos] else price[pos], names[category[pos]],
+                            names[platform[pos]], geos[pos] or None, True)), scores[k])
+                for k, pos in zip(keep, positions)]
 
 
 def load_catalogue(cur, generation=None) -> Catalogue:
@@ -232,6 +241,16 @@ class SnapshotSource:
     def prefetch(self, segments) -> None:
         self._lists.update(self.snapshot.segment_lists(segments, self.read_segments))
 
+    def _segment(self, seg):
+        """A segment's (ids, scores); the first segment not fetched yet brings every expected one along."""
+        lists = self._lists.get(seg)
+        if lists is None:
+            missing = [seg] + [s for s in self._expected if s not in self._lists and s != seg]
+            self._expected = []
+            self.prefetch(missing)
+            lists = self._lists[seg]
+        return lists
+
     def popular(self, segments, filters=None, limit=None, skip=()):
         filters = filters or Filters()
         limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(segments)
@@ -247,6 +266,11 @@ class SnapshotSource:
             if ids:
                 out[seg] = select(ids, scores, filters, lim, skip)
         return out
+
+    def popular_ids(self, segment, filters, limit, skip) -> list:
+        """The ids of popular([segment], ...)[segment], without building its Items."""
+        ids, _ = self._segment(segment)
+        return [ids[k] for k in self.catalogue.passing(ids, filters, limit, skip)]
 
     def profile(self, user_id):
         return self._profile

@@ -83,6 +83,19 @@ class Source(Protocol):
 
     def collaborative(self, user_id: int) -> list[tuple[Item, float]]: ...
 
+    # Optional: popular_ids(segment, filters, limit, skip) -> the ids of
+    # popular([segment], filters, limit, skip)[segment] (see popular_ids below), for a
+    # source that can give them without building Items (shared.catalogue.SnapshotSource).
+
+
+def popular_ids(source: Source, segment: tuple, filters: Filters, limit: int | None, skip) -> list:
+    """The ids of a segment's popular rows, as source.popular reads them: all the popular
+    fill-in needs."""
+    fast = getattr(source, "popular_ids", None)
+    if fast is not None:
+        return fast(segment, filters, limit, skip)
+    return [pair[0][0] for pair in source.popular([segment], filters, limit, skip).get(segment, ())]  # Item.item_id
+
 
 def allowed(item: Item, filters: Filters, exclude) -> bool:
     if not item.in_stock or item.item_id in exclude:
@@ -197,8 +210,8 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
             ranked.extend_checked(POPULAR, [pair[0][0] for pair in rows])  # (Item, score): Item.item_id
             if ranked.full or len(rows) < ranked.size:
                 continue
-        lists = source.popular([seg], ranked.filters, ranked.size - len(ranked.ids), ranked.exclude | ranked.listed)
-        ranked.extend_checked(POPULAR, [pair[0][0] for pair in lists.get(seg, ())])
+        ranked.extend_checked(POPULAR, popular_ids(source, seg, ranked.filters, ranked.size - len(ranked.ids),
+                                                    ranked.exclude | ranked.listed))
 
 
 def _normalised(pairs) -> dict:
