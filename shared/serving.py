@@ -271,20 +271,23 @@ def content_segments(profile: Profile, segment: tuple) -> list[tuple]:
     return segments
 
 
-def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict:
-    """Popular candidates re-ranked by the profile; returns the user's segment list as read.
+def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict | None:
+    """Popular candidates re-ranked by the profile; returns the user's segment list as read
+    (see add_popular), if it was read whole.
 
-    The user's own segment is read to ranked.size rows (its top CONTENT_CANDIDATES are
-    candidates) so that the popular fill-in can reuse it instead of reading it again.
-    All candidates come in one read.
+    All candidates come in one read. The user's own segment is read to ranked.size rows
+    (its top CONTENT_CANDIDATES are candidates) so that the popular fill-in can reuse it
+    instead of reading it again; from a source with popular_ids, which re-reads from
+    memory without building Items, only the candidates are read.
     """
     segments = content_segments(profile, segment)
-    limits = [ranked.size] + [CONTENT_CANDIDATES] * (len(segments) - 1)
+    reuse = getattr(source, "popular_ids", None) is None
+    limits = [ranked.size if reuse else CONTENT_CANDIDATES] + [CONTENT_CANDIDATES] * (len(segments) - 1)
     lists = source.popular(segments, ranked.filters, limits, ranked.exclude)
     own = lists.get(segments[0], [])
     candidates = own[:CONTENT_CANDIDATES] + [pair for seg in segments[1:] for pair in lists.get(seg, ())]
     ranked.extend_checked(CONTENT_BASED, [item[0] for item in _ranked(content_based_scores(profile, candidates))])
-    return {segments[0]: own}
+    return {segments[0]: own} if reuse else None
 
 
 def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tuple) -> dict | None:
