@@ -22,10 +22,11 @@ from collections import OrderedDict
 from shared.serving import Filters, Item, Profile
 
 PAGE_ROWS = 2000  # catalogue rows read per query while loading: a page is all that is ever held as objects
-# Segment lists kept per process: ~2.5 KB each at 200 items, so ~2.5 MB. 1024 hold every
-# segment the bench's miss mixes touch; with users drawn from everyone (mixed_personalized)
-# one request in five still reads segments.
-SEGMENT_CACHE = 1024
+# Segment lists kept per process: ~2.5 KB each at 200 items, so ~1.3 MB of the web
+# worker's RSS. 512 hold every segment each of the bench's miss mixes touches; with users
+# drawn from everyone (mixed_personalized) 0.3 reads a request remain (0.5 with 128,
+# 0.2 with 1024).
+SEGMENT_CACHE = 512
 DENSE_SLACK = 4  # ids up to this many times the item count are indexed directly; sparser ids use a dict
 
 ITEMS_PAGE_SQL = ("SELECT item_id, price, category, platform, geo_id, in_stock FROM items "
