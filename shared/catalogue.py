@@ -276,10 +276,11 @@ class SnapshotSource:
                 out[seg] = select(ids, scores, filters, lim, skip)
         return out
 
-    def popular_ids(self, segment, filters, limit, skip) -> list:
-        """The ids of popular([segment], ...)[segment], without building its Items."""
-        ids, _ = self._segment(segment)
-        return [ids[k] for k in self.catalogue.passing(ids, filters, limit, skip)]
+    def popular_scored(self, segment, filters, limit, skip) -> tuple[list, list]:
+        """(ids, scores) of popular([segment], ...)[segment], without building its Items."""
+        ids, scores = self._segment(segment)
+        keep = self.catalogue.passing(ids, filters, limit, skip)
+        return [ids[k] for k in keep], [scores[k] for k in keep]
 
     def profile(self, user_id):
         return self._profile

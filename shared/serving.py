@@ -83,18 +83,19 @@ class Source(Protocol):
 
     def collaborative(self, user_id: int) -> list[tuple[Item, float]]: ...
 
-    # Optional: popular_ids(segment, filters, limit, skip) -> the ids of
-    # popular([segment], filters, limit, skip)[segment] (see popular_ids below), for a
+    # Optional: popular_scored(segment, filters, limit, skip) -> (ids, scores) of
+    # popular([segment], filters, limit, skip)[segment] (see popular_scored below), for a
     # source that can give them without building Items (shared.catalogue.SnapshotSource).
 
 
-def popular_ids(source: Source, segment: tuple, filters: Filters, limit: int | None, skip) -> list:
-    """The ids of a segment's popular rows, as source.popular reads them: all the popular
-    fill-in needs."""
-    fast = getattr(source, "popular_ids", None)
+def popular_scored(source: Source, segment: tuple, filters: Filters, limit: int | None, skip) -> tuple[list, list]:
+    """(ids, scores) of a segment's popular rows as source.popular reads them: all the
+    popular fill-in and the collaborative blend need."""
+    fast = getattr(source, "popular_scored", None)
     if fast is not None:
         return fast(segment, filters, limit, skip)
-    return [pair[0][0] for pair in source.popular([segment], filters, limit, skip).get(segment, ())]  # Item.item_id
+    rows = source.popular([segment], filters, limit, skip).get(segment, ())
+    return [pair[0][0] for pair in rows], [pair[1] for pair in rows]  # Item.item_id, score
 
 
 def allowed(item: Item, filters: Filters, exclude) -> bool:
@@ -180,15 +181,15 @@ class Ranked:
 
 
 def segment_popular(ranked: Ranked, source: Source, segment: tuple) -> dict:
-    """Each segment read down the fallback chain until one has items: {segment: rows}, in order.
+    """Each segment read down the fallback chain until one has items: {segment: (ids, scores)}, in order.
 
     Read as add_popular's `read` expects (the ranking's filters, its excluded ids
     skipped, ranked.size rows) while nothing is listed yet, so the fill-in can reuse it.
     """
     read = {}
     for seg in fallback_chain(*segment):
-        read[seg] = source.popular([seg], ranked.filters, ranked.size, ranked.exclude).get(seg, [])
-        if read[seg]:
+        read[seg] = popular_scored(source, seg, ranked.filters, ranked.size, ranked.exclude)
+        if read[seg][0]:
             break
     return read
 
@@ -197,7 +198,7 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
     """Popular items for a segment, filling from broader segments down the fallback chain.
 
     One segment at a time: the exact segment usually fills the list on its own.
-    `read` holds segment lists the caller already has, each read with this ranking's
+    `read` holds segment lists (ids, scores) the caller already has, each read with this ranking's
     filters, skipping only its excluded ids, with limit ranked.size. Such a list
     either fills the list (fewer than `size` of its items can be listed already) or
     is the whole segment, so reading it again would add nothing.
@@ -207,11 +208,11 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
             break
         rows = read.get(seg) if read else None
         if rows is not None:
-            ranked.extend_checked(POPULAR, [pair[0][0] for pair in rows])  # (Item, score): Item.item_id
-            if ranked.full or len(rows) < ranked.size:
+            ranked.extend_checked(POPULAR, rows[0])
+            if ranked.full or len(rows[0]) < ranked.size:
                 continue
-        ranked.extend_checked(POPULAR, popular_ids(source, seg, ranked.filters, ranked.size - len(ranked.ids),
-                                                    ranked.exclude | ranked.listed))
+        ids, _ = popular_scored(source, seg, ranked.filters, ranked.size - len(ranked.ids), ranked.exclude | ranked.listed)
+        ranked.extend_checked(POPULAR, ids)
 
 
 def _normalised(pairs) -> dict:
@@ -277,17 +278,17 @@ def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment:
 
     All candidates come in one read. The user's own segment is read to ranked.size rows
     (its top CONTENT_CANDIDATES are candidates) so that the popular fill-in can reuse it
-    instead of reading it again; from a source with popular_ids, which re-reads from
+    instead of reading it again; from a source with popular_scored, which re-reads from
     memory without building Items, only the candidates are read.
     """
     segments = content_segments(profile, segment)
-    reuse = getattr(source, "popular_ids", None) is None
+    reuse = getattr(source, "popular_scored", None) is None
     limits = [ranked.size if reuse else CONTENT_CANDIDATES] + [CONTENT_CANDIDATES] * (len(segments) - 1)
     lists = source.popular(segments, ranked.filters, limits, ranked.exclude)
     own = lists.get(segments[0], [])
     candidates = own[:CONTENT_CANDIDATES] + [pair for seg in segments[1:] for pair in lists.get(seg, ())]
     ranked.extend_checked(CONTENT_BASED, [item[0] for item in _ranked(content_based_scores(profile, candidates))])
-    return {segments[0]: own} if reuse else None
+    return {segments[0]: ([pair[0][0] for pair in own], [pair[1] for pair in own])} if reuse else None
 
 
 def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tuple) -> dict | None:
@@ -302,11 +303,26 @@ def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tup
         ranked.extend(COLLABORATIVE, _ranked(scored))
         return None
     read = segment_popular(ranked, source, segment)
-    get = scored.get
-    for item_id, (item, pop) in _normalised(next(reversed(read.values()))).items():
+    ids, scores = next(reversed(read.values()))
+    top = max(scores, default=0.0) or 1.0
+    popularity: dict = {}
+    get = popularity.get
+    for item_id, score in zip(ids, scores):  # as _normalised, without Items
+        value = score / top
         prev = get(item_id)
-        scored[item_id] = (item, (0.0 if prev is None else prev[1]) + COLLABORATIVE_POPULARITY * pop)
-    ranked.extend(COLLABORATIVE, _ranked(scored))
+        if value > (-1.0 if prev is None else prev):
+            popularity[item_id] = value
+    blended = {item_id: value for item_id, (_, value) in scored.items()}
+    get = blended.get
+    for item_id, pop in popularity.items():
+        prev = get(item_id)
+        blended[item_id] = (0.0 if prev is None else prev) + COLLABORATIVE_POPULARITY * pop
+    # Score descending, then item id. The segment's rows were read with the ranking's filters
+    # and exclusions; the neighbours' other items are checked here.
+    filters, exclude = ranked.filters, ranked.exclude
+    order = sorted([(-score, item_id) for item_id, score in blended.items()])
+    ranked.extend_checked(COLLABORATIVE, [item_id for _, item_id in order
+                                          if item_id in popularity or allowed(scored[item_id][0], filters, exclude)])
     return read
 
 
