@@ -3,9 +3,9 @@
 Catalogue holds each item's filterable attributes (price, category, platform, geo,
 in stock) in compact arrays indexed by item id: 13 bytes an item (17 when a price is not
 exact in float32), so 100k items cost ~1.3 MB in a web worker, where Python objects
-would cost ~30 MB. Private items
-never reach the items table. Each process reloads it when the popular generation
-changes (the popular refresh swaps items and popular lists together, then bumps it).
+would cost ~30 MB. Private items never reach the items table. Each process reloads it
+when the popular generation changes (the popular refresh swaps items and popular lists
+together, then bumps it).
 
 SnapshotSource is shared.serving's Source for one request: popular lists come from
 popular_lists, the ids looked up in the catalogue, filtered, skipped and cut here in
@@ -101,7 +101,6 @@ class Catalogue:
         names = self._names
         return _new(Item, (item_id, None if price != price else price, names[self._category[pos]],
                            names[self._platform[pos]], self._geo[pos] or None, flag == 2))
-
 
     def passing(self, ids, filters: Filters, limit: int | None, skip) -> list:
         """Indexes into a ranked id list of its first `limit` ids that are in the catalogue

@@ -76,7 +76,8 @@ class Source(Protocol):
         Every row returned passes allowed() with these filters and skip (ids not wanted):
         callers rely on it (Ranked.extend_checked). limit (rows wanted per segment after
         both; one number for all, or one per segment) is a hint a source may use to return
-        fewer rows. The SQL source applies all three in the query, the in-memory ones with take().
+        fewer rows. The SQL source applies all three in the query, the in-memory ones with
+        take() (shared.catalogue with its array form, Catalogue.select).
         """
 
     def profile(self, user_id: int) -> Profile | None: ...
@@ -198,8 +199,8 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
     """Popular items for a segment, filling from broader segments down the fallback chain.
 
     One segment at a time: the exact segment usually fills the list on its own.
-    `read` holds segment lists (ids, scores) the caller already has, each read with this ranking's
-    filters, skipping only its excluded ids, with limit ranked.size. Such a list
+    `read` holds segment lists (ids, scores) the caller already has, each read with this
+    ranking's filters, skipping only its excluded ids, with limit ranked.size. Such a list
     either fills the list (fewer than `size` of its items can be listed already) or
     is the whole segment, so reading it again would add nothing.
     """
@@ -211,7 +212,8 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
             ranked.extend_checked(POPULAR, rows[0])
             if ranked.full or len(rows[0]) < ranked.size:
                 continue
-        ids, _ = popular_scored(source, seg, ranked.filters, ranked.size - len(ranked.ids), ranked.exclude | ranked.listed)
+        room = ranked.size - len(ranked.ids)
+        ids, _ = popular_scored(source, seg, ranked.filters, room, ranked.exclude | ranked.listed)
         ranked.extend_checked(POPULAR, ids)
 
 
