@@ -19,6 +19,7 @@ import math
 import threading
 from array import array
 from collections import OrderedDict
+from typing import NamedTuple
 
 from shared.serving import Filters, Item, Profile
 
@@ -32,6 +33,17 @@ DENSE_SLACK = 4  # ids up to this many times the item count are indexed directly
 
 ITEMS_PAGE_SQL = ("SELECT item_id, price, category, platform, geo_id, in_stock FROM items "
                   "WHERE item_id > %s ORDER BY item_id LIMIT %s")
+
+
+class Summary(NamedTuple):
+    """What every id of a ranked list has (Catalogue.summarise): when a request's filters
+    hold all of it, the whole list passes them without a look at each id."""
+
+    in_stock: bool  # every id is in the catalogue and in stock
+    price_lo: float | None  # lowest and highest price (None: an id has no price)
+    price_hi: float | None
+    categories: frozenset  # category codes
+    geos: frozenset  # geo ids, 0 (none) left out
 
 
 class Catalogue:
@@ -102,10 +114,20 @@ class Catalogue:
         return _new(Item, (item_id, None if price != price else price, names[self._category[pos]],
                            names[self._platform[pos]], self._geo[pos] or None, flag == 2))
 
-    def passing(self, ids, filters: Filters, limit: int | None, skip) -> list:
+    def summarise(self, ids) -> Summary:
+        positions = self._positions(ids)
+        flags, price = self._flags, self._price
+        prices = [price[pos] for pos in positions]
+        priced = bool(prices) and all(p == p for p in prices)  # NaN: no price
+        return Summary(all(flags[pos] == 2 for pos in positions), min(prices) if priced else None,
+                       max(prices) if priced else None, frozenset(self._category[pos] for pos in positions),
+                       frozenset(self._geo[pos] for pos in positions) - {0})
+
+    def passing(self, ids, filters: Filters, limit: int | None, skip, summary: Summary | None = None) -> list:
         """Indexes into a ranked id list of its first `limit` ids that are in the catalogue
         and pass serving.take's checks (in stock, not skipped, the filters), from the arrays:
-        no Item is built for an id looked at."""
+        no Item is built for an id looked at. With the list's summary, filters that hold
+        the whole list are not checked id by id."""
         room = len(ids) if limit is None else limit
         if room <= 0 or not ids:
             return []
@@ -118,6 +140,12 @@ class Catalogue:
         lo = -math.inf if filters.price_from is None else filters.price_from
         hi = math.inf if filters.price_to is None else filters.price_to
         geo = filters.geo_id
+        if (summary is not None and summary.in_stock
+                and (not priced or summary.price_lo is not None and lo <= summary.price_lo and summary.price_hi <= hi)
+                and (code is None or summary.categories == {code}) and (geo is None or summary.geos <= {geo})):
+            out = [k for k, item_id in enumerate(ids) if item_id not in skip] if skip else list(range(len(ids)))
+            del out[room:]
+            return out
         flags, price, category, geos = self._flags, self._price, self._category, self._geo
         positions = self._positions(ids)
         out = []
@@ -143,13 +171,13 @@ class Catalogue:
             get, none = self._index.get, len(self._flags) - 1
             return [get(i, none) for i in ids]
         top = len(self._flags) - 1
-        if 0 <= min(ids) and max(ids) < top:
+        if not ids or 0 <= min(ids) and max(ids) < top:
             return ids
         return [i if 0 <= i < top else top for i in ids]
 
-    def select(self, ids, scores, filters: Filters, limit: int | None, skip) -> list:
+    def select(self, ids, scores, filters: Filters, limit: int | None, skip, summary: Summary | None = None) -> list:
         """The (item, score) pairs of passing(): what take() over item() gives."""
-        keep = self.passing(ids, filters, limit, skip)
+        keep = self.passing(ids, filters, limit, skip, summary)
         if not keep:
             return []
         positions = self._positions([ids[k] for k in keep])
@@ -205,7 +233,7 @@ class Snapshot:
         return cat
 
     def segment_lists(self, segments, read) -> dict:
-        """{segment: (ids, scores)} for these segments, reading the ones not cached with read(missing)."""
+        """{segment: SegmentList} for these segments, reading the ones not cached with read(missing)."""
         cache = self._segments
         out, missing = {}, []
         for seg in segments:
@@ -220,10 +248,25 @@ class Snapshot:
             for seg in missing:
                 # Absent segments are cached too (as empty), so a thin segment is not re-read.
                 ids, scores = fetched.get(seg, ((), ()))
-                out[seg] = cache[seg] = (_compact_ids(ids), array("d", scores))
+                out[seg] = cache[seg] = SegmentList(ids, scores)
             while len(cache) > SEGMENT_CACHE:
                 cache.popitem(last=False)
         return out
+
+
+class SegmentList:
+    """A popular segment's list as the LRU holds it, with its summary for one catalogue."""
+
+    __slots__ = ("ids", "scores", "_summary", "_of")
+
+    def __init__(self, ids, scores):
+        self.ids, self.scores = _compact_ids(ids), array("d", scores)
+        self._summary = self._of = None
+
+    def summary(self, catalogue: Catalogue) -> Summary:
+        if self._of is not catalogue:  # the LRU is emptied on a reload; a request may still hold the old one
+            self._summary, self._of = catalogue.summarise(self.ids), catalogue
+        return self._summary
 
 
 def _compact_ids(ids) -> array:
@@ -249,8 +292,8 @@ class SnapshotSource:
     def prefetch(self, segments) -> None:
         self._lists.update(self.snapshot.segment_lists(segments, self.read_segments))
 
-    def _segment(self, seg):
-        """A segment's (ids, scores); the first segment not fetched yet brings every expected one along."""
+    def _segment(self, seg) -> SegmentList:
+        """A segment's list; the first segment not fetched yet brings every expected one along."""
         lists = self._lists.get(seg)
         if lists is None:
             missing = [seg] + [s for s in self._expected if s not in self._lists and s != seg]
@@ -268,17 +311,18 @@ class SnapshotSource:
             self._expected = []
             self.prefetch(missing)
         out = {}
-        select = self.catalogue.select
+        catalogue = self.catalogue
         for seg, lim in zip(segments, limits):
-            ids, scores = self._lists[seg]
-            if ids:
-                out[seg] = select(ids, scores, filters, lim, skip)
+            lst = self._lists[seg]
+            if lst.ids:
+                out[seg] = catalogue.select(lst.ids, lst.scores, filters, lim, skip, lst.summary(catalogue))
         return out
 
     def popular_scored(self, segment, filters, limit, skip) -> tuple[list, list]:
         """(ids, scores) of popular([segment], ...)[segment], without building its Items."""
-        ids, scores = self._segment(segment)
-        keep = self.catalogue.passing(ids, filters, limit, skip)
+        lst = self._segment(segment)
+        ids, scores = lst.ids, lst.scores
+        keep = self.catalogue.passing(ids, filters, limit, skip, lst.summary(self.catalogue))
         return [ids[k] for k in keep], [scores[k] for k in keep]
 
     def profile(self, user_id):
