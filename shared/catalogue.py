@@ -140,13 +140,20 @@ class Catalogue:
         lo = -math.inf if filters.price_from is None else filters.price_from
         hi = math.inf if filters.price_to is None else filters.price_to
         geo = filters.geo_id
-        if (summary is not None and summary.in_stock
-                and (not priced or summary.price_lo is not None and lo <= summary.price_lo and summary.price_hi <= hi)
-                and (code is None or summary.categories == {code}) and (geo is None or summary.geos <= {geo})):
-            out = [k for k, item_id in enumerate(ids) if item_id not in skip] if skip else list(range(len(ids)))
-            del out[room:]
-            return out
         flags, price, category, geos = self._flags, self._price, self._category, self._geo
+        if (summary is not None and summary.in_stock and (code is None or summary.categories == {code})
+                and (geo is None or summary.geos <= {geo})):
+            whole = not priced or summary.price_lo is not None and lo <= summary.price_lo and summary.price_hi <= hi
+            if whole or 2 * room >= len(ids):  # else few wanted: the loop below stops early
+                if whole:  # every id passes the filters
+                    out = list(range(len(ids)))
+                else:  # only the price range to check; every id is in the catalogue
+                    positions = ids if self._index is None else self._positions(ids)
+                    out = [k for k, pos in enumerate(positions) if lo <= price[pos] <= hi]
+                if skip:
+                    out = [k for k in out if ids[k] not in skip]
+                del out[room:]
+                return out
         positions = self._positions(ids)
         out = []
         for k, pos in enumerate(positions):

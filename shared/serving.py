@@ -241,10 +241,11 @@ def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]])
     one or two interactions say little, and a hard category filter loses to plain popularity.
     """
     scored = {}
+    category_weight, platform_weight = profile.categories.get, profile.platforms.get  # locals: a hot loop
     for item_id, (item, pop) in _normalised(candidates).items():
-        score = pop * (CONTENT_FLOOR + profile.categories.get(item.category, 0.0))
-        score *= 0.5 + profile.platforms.get(item.platform, 0.0)
-        score *= price_affinity(profile, item.price)
+        score = pop * (CONTENT_FLOOR + category_weight(item[2], 0.0))  # Item.category
+        score *= 0.5 + platform_weight(item[3], 0.0)  # Item.platform
+        score *= price_affinity(profile, item[1])  # Item.price
         scored[item_id] = (item, score)
     return scored
 
