@@ -1,10 +1,11 @@
 """The API's in-process catalogue snapshot and the serving Source it answers misses with.
 
 Catalogue holds each item's filterable attributes (price, category, platform, geo,
-in stock) in compact arrays indexed by item id: about 25 bytes an item, so 100k items
-cost ~2.5 MB in a web worker, where Python objects would cost ~30 MB. Private items
-never reach the items table. Each process reloads it when the popular generation
-changes (the popular refresh swaps items and popular lists together, then bumps it).
+in stock) in compact arrays indexed by item id: 13 bytes an item (17 when a price is not
+exact in float32), so 100k items cost ~1.3 MB in a web worker, where Python objects
+would cost ~30 MB. Private items never reach the items table. Each process reloads it
+when the popular generation changes (the popular refresh swaps items and popular lists
+together, then bumps it).
 
 SnapshotSource is shared.serving's Source for one request: popular lists come from
 popular_lists, the ids looked up in the catalogue, filtered, skipped and cut here in
@@ -18,15 +19,31 @@ import math
 import threading
 from array import array
 from collections import OrderedDict
+from typing import NamedTuple
 
-from shared.serving import Filters, Item, Profile, take
+from shared.serving import Filters, Item, Profile
 
 PAGE_ROWS = 2000  # catalogue rows read per query while loading: a page is all that is ever held as objects
-SEGMENT_CACHE = 128  # segment lists kept per process (~3 KB each at 200 items)
+# Segment lists kept per process: ~2.5 KB each at 200 items, so ~1.3 MB of the web
+# worker's RSS. 512 hold every segment each of the bench's miss mixes touches; with users
+# drawn from everyone (mixed_personalized) 0.3 reads a request remain (0.5 with 128,
+# 0.2 with 1024).
+SEGMENT_CACHE = 512
 DENSE_SLACK = 4  # ids up to this many times the item count are indexed directly; sparser ids use a dict
 
 ITEMS_PAGE_SQL = ("SELECT item_id, price, category, platform, geo_id, in_stock FROM items "
                   "WHERE item_id > %s ORDER BY item_id LIMIT %s")
+
+
+class Summary(NamedTuple):
+    """What every id of a ranked list has (Catalogue.summarise): when a request's filters
+    hold all of it, the whole list passes them without a look at each id."""
+
+    in_stock: bool  # every id is in the catalogue and in stock
+    price_lo: float | None  # lowest and highest price (None: an id has no price)
+    price_hi: float | None
+    categories: frozenset  # category codes
+    geos: frozenset  # geo ids, 0 (none) left out
 
 
 class Catalogue:
@@ -36,9 +53,10 @@ class Catalogue:
         self.generation = generation
         self.count = count
         self._dense = top_id <= DENSE_SLACK * count + 65536
-        size = top_id + 1 if self._dense else count
+        size = (top_id + 1 if self._dense else count) + 1  # the last position is never set: "not here"
         self._index = None if self._dense else {}
-        self._price = array("d", bytes(8 * size))
+        # float32 while every price is one exactly (whole roubles are): 4 bytes an item, not 8.
+        self._price = array("f", bytes(4 * size))
         self._category = array("H", bytes(2 * size))
         self._platform = array("H", bytes(2 * size))
         self._geo = array("i", bytes(4 * size))  # 0: none (geo ids are >= 1)
@@ -66,7 +84,13 @@ class Catalogue:
                 pos = item_id
             else:
                 pos = self._index.setdefault(item_id, len(self._index))
-            self._price[pos] = math.nan if price is None else price
+            if price is None:
+                self._price[pos] = math.nan
+            else:
+                self._price[pos] = price
+                if self._price[pos] != price:  # not exact in float32: keep doubles from now on
+                    self._price = array("d", self._price)
+                    self._price[pos] = price
             self._category[pos] = self._code(category)
             self._platform[pos] = self._code(platform)
             self._geo[pos] = geo_id or 0
@@ -89,6 +113,86 @@ class Catalogue:
         names = self._names
         return _new(Item, (item_id, None if price != price else price, names[self._category[pos]],
                            names[self._platform[pos]], self._geo[pos] or None, flag == 2))
+
+    def summarise(self, ids) -> Summary:
+        positions = self._positions(ids)
+        flags, price = self._flags, self._price
+        prices = [price[pos] for pos in positions]
+        priced = bool(prices) and all(p == p for p in prices)  # NaN: no price
+        return Summary(all(flags[pos] == 2 for pos in positions), min(prices) if priced else None,
+                       max(prices) if priced else None, frozenset(self._category[pos] for pos in positions),
+                       frozenset(self._geo[pos] for pos in positions) - {0})
+
+    def passing(self, ids, filters: Filters, limit: int | None, skip, summary: Summary | None = None) -> list:
+        """Indexes into a ranked id list of its first `limit` ids that are in the catalogue
+        and pass serving.take's checks (in stock, not skipped, the filters), from the arrays:
+        no Item is built for an id looked at. With the list's summary, filters that hold
+        the whole list are not checked id by id."""
+        room = len(ids) if limit is None else limit
+        if room <= 0 or not ids:
+            return []
+        code = None
+        if filters.category is not None:
+            code = self._codes.get(filters.category)
+            if code is None:  # no item has that category
+                return []
+        priced = filters.price_from is not None or filters.price_to is not None
+        lo = -math.inf if filters.price_from is None else filters.price_from
+        hi = math.inf if filters.price_to is None else filters.price_to
+        geo = filters.geo_id
+        flags, price, category, geos = self._flags, self._price, self._category, self._geo
+        if (summary is not None and summary.in_stock and (code is None or summary.categories == {code})
+                and (geo is None or summary.geos <= {geo})):
+            whole = not priced or summary.price_lo is not None and lo <= summary.price_lo and summary.price_hi <= hi
+            if whole or 2 * room >= len(ids):  # else few wanted: the loop below stops early
+                if whole:  # every id passes the filters
+                    out = list(range(len(ids)))
+                else:  # only the price range to check; every id is in the catalogue
+                    positions = ids if self._index is None else self._positions(ids)
+                    out = [k for k, pos in enumerate(positions) if lo <= price[pos] <= hi]
+                if skip:
+                    out = [k for k in out if ids[k] not in skip]
+                del out[room:]
+                return out
+        positions = self._positions(ids)
+        out = []
+        for k, pos in enumerate(positions):
+            if flags[pos] != 2:  # absent or out of stock
+                continue
+            if priced and not lo <= price[pos] <= hi:  # NaN (no price) fails any price filter
+                continue
+            if code is not None and category[pos] != code:
+                continue
+            if geo is not None and geos[pos] and geos[pos] != geo:
+                continue
+            if skip and ids[k] in skip:
+                continue
+            out.append(k)
+            if len(out) == room:
+                break
+        return out
+
+    def _positions(self, ids):
+        """Array positions of these ids; an id not in the catalogue gets the last (never set) one."""
+        if self._index is not None:
+            get, none = self._index.get, len(self._flags) - 1
+            return [get(i, none) for i in ids]
+        top = len(self._flags) - 1
+        if not ids or 0 <= min(ids) and max(ids) < top:
+            return ids
+        return [i if 0 <= i < top else top for i in ids]
+
+    def select(self, ids, scores, filters: Filters, limit: int | None, skip, summary: Summary | None = None) -> list:
+        """The (item, score) pairs of passing(): what take() over item() gives."""
+        keep = self.passing(ids, filters, limit, skip, summary)
+        if not keep:
+            return []
+        positions = self._positions([ids[k] for k in keep])
+        price, category, platform, geos, names = self._price, self._category, self._platform, self._geo, self._names
+        new = tuple.__new__
+        return [(new(Item, (ids[k], None if price[pos] != price[pos] else price[pos], names[category[pos]],
+                            names[platform[pos]], geos[pos] or None, True)), scores[k])
+                for k, pos in zip(keep, positions)]
 
 
 def load_catalogue(cur, generation=None) -> Catalogue:
@@ -136,7 +240,7 @@ class Snapshot:
         return cat
 
     def segment_lists(self, segments, read) -> dict:
-        """{segment: (ids, scores)} for these segments, reading the ones not cached with read(missing)."""
+        """{segment: SegmentList} for these segments, reading the ones not cached with read(missing)."""
         cache = self._segments
         out, missing = {}, []
         for seg in segments:
@@ -151,10 +255,32 @@ class Snapshot:
             for seg in missing:
                 # Absent segments are cached too (as empty), so a thin segment is not re-read.
                 ids, scores = fetched.get(seg, ((), ()))
-                out[seg] = cache[seg] = (array("q", ids), array("d", scores))
+                out[seg] = cache[seg] = SegmentList(ids, scores)
             while len(cache) > SEGMENT_CACHE:
                 cache.popitem(last=False)
         return out
+
+
+class SegmentList:
+    """A popular segment's list as the LRU holds it, with its summary for one catalogue."""
+
+    __slots__ = ("ids", "scores", "_summary", "_of")
+
+    def __init__(self, ids, scores):
+        self.ids, self.scores = _compact_ids(ids), array("d", scores)
+        self._summary = self._of = None
+
+    def summary(self, catalogue: Catalogue) -> Summary:
+        if self._of is not catalogue:  # the LRU is emptied on a reload; a request may still hold the old one
+            self._summary, self._of = catalogue.summarise(self.ids), catalogue
+        return self._summary
+
+
+def _compact_ids(ids) -> array:
+    try:
+        return array("i", ids)  # 4 bytes an id while ids fit
+    except OverflowError:
+        return array("q", ids)
 
 
 class SnapshotSource:
@@ -173,16 +299,15 @@ class SnapshotSource:
     def prefetch(self, segments) -> None:
         self._lists.update(self.snapshot.segment_lists(segments, self.read_segments))
 
-    def _pairs(self, seg):
+    def _segment(self, seg) -> SegmentList:
+        """A segment's list; the first segment not fetched yet brings every expected one along."""
         lists = self._lists.get(seg)
         if lists is None:
-            self.prefetch([seg])
+            missing = [seg] + [s for s in self._expected if s not in self._lists and s != seg]
+            self._expected = []
+            self.prefetch(missing)
             lists = self._lists[seg]
-        item = self.catalogue.item
-        for item_id, score in zip(*lists):
-            found = item(item_id)
-            if found is not None:
-                yield found, score
+        return lists
 
     def popular(self, segments, filters=None, limit=None, skip=()):
         filters = filters or Filters()
@@ -193,10 +318,19 @@ class SnapshotSource:
             self._expected = []
             self.prefetch(missing)
         out = {}
+        catalogue = self.catalogue
         for seg, lim in zip(segments, limits):
-            if self._lists[seg][0]:
-                out[seg] = take(self._pairs(seg), filters, lim, skip)
+            lst = self._lists[seg]
+            if lst.ids:
+                out[seg] = catalogue.select(lst.ids, lst.scores, filters, lim, skip, lst.summary(catalogue))
         return out
+
+    def popular_scored(self, segment, filters, limit, skip) -> tuple[list, list]:
+        """(ids, scores) of popular([segment], ...)[segment], without building its Items."""
+        lst = self._segment(segment)
+        ids, scores = lst.ids, lst.scores
+        keep = self.catalogue.passing(ids, filters, limit, skip, lst.summary(self.catalogue))
+        return [ids[k] for k in keep], [scores[k] for k in keep]
 
     def profile(self, user_id):
         return self._profile

@@ -73,15 +73,30 @@ class Source(Protocol):
                 skip=()) -> dict[tuple, list[tuple[Item, float]]]:
         """Ranked (item, score) per requested segment; absent segments are left out.
 
-        filters, skip (ids not wanted) and limit (rows wanted per segment after both; one
-        number for all, or one per segment) are hints a source may use to return fewer
-        rows; the SQL source applies them in the query. A source may ignore all three:
-        callers still check every item with allowed() and de-duplicate.
+        Every row returned passes allowed() with these filters and skip (ids not wanted):
+        callers rely on it (Ranked.extend_checked). limit (rows wanted per segment after
+        both; one number for all, or one per segment) is a hint a source may use to return
+        fewer rows. The SQL source applies all three in the query, the in-memory ones with
+        take() (shared.catalogue with its array form, Catalogue.select).
         """
 
     def profile(self, user_id: int) -> Profile | None: ...
 
     def collaborative(self, user_id: int) -> list[tuple[Item, float]]: ...
+
+    # Optional: popular_scored(segment, filters, limit, skip) -> (ids, scores) of
+    # popular([segment], filters, limit, skip)[segment] (see popular_scored below), for a
+    # source that can give them without building Items (shared.catalogue.SnapshotSource).
+
+
+def popular_scored(source: Source, segment: tuple, filters: Filters, limit: int | None, skip) -> tuple[list, list]:
+    """(ids, scores) of a segment's popular rows as source.popular reads them: all the
+    popular fill-in and the collaborative blend need."""
+    fast = getattr(source, "popular_scored", None)
+    if fast is not None:
+        return fast(segment, filters, limit, skip)
+    rows = source.popular([segment], filters, limit, skip).get(segment, ())
+    return [pair[0][0] for pair in rows], [pair[1] for pair in rows]  # Item.item_id, score
 
 
 def allowed(item: Item, filters: Filters, exclude) -> bool:
@@ -150,17 +165,32 @@ class Ranked:
         if len(ids) > start:
             self.sections.append((algorithm, start))
 
+    def extend_checked(self, algorithm: str, candidate_ids) -> None:
+        """extend() for ids known to pass this ranking's filters and exclusions (read from a
+        Source with them): only de-duplicated, without a check per item."""
+        room = self.size - len(self.ids)
+        if room <= 0:
+            return
+        seen = self._seen
+        new = [i for i in dict.fromkeys(candidate_ids) if i not in seen]
+        if not new:
+            return
+        del new[room:]
+        self.sections.append((algorithm, len(self.ids)))
+        self.ids.extend(new)
+        seen.update(new)
+
 
 def segment_popular(ranked: Ranked, source: Source, segment: tuple) -> dict:
-    """Each segment read down the fallback chain until one has items: {segment: rows}, in order.
+    """Each segment read down the fallback chain until one has items: {segment: (ids, scores)}, in order.
 
     Read as add_popular's `read` expects (the ranking's filters, its excluded ids
     skipped, ranked.size rows) while nothing is listed yet, so the fill-in can reuse it.
     """
     read = {}
     for seg in fallback_chain(*segment):
-        read[seg] = source.popular([seg], ranked.filters, ranked.size, ranked.exclude).get(seg, [])
-        if read[seg]:
+        read[seg] = popular_scored(source, seg, ranked.filters, ranked.size, ranked.exclude)
+        if read[seg][0]:
             break
     return read
 
@@ -169,8 +199,8 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
     """Popular items for a segment, filling from broader segments down the fallback chain.
 
     One segment at a time: the exact segment usually fills the list on its own.
-    `read` holds segment lists the caller already has, each read with this ranking's
-    filters, skipping only its excluded ids, with limit ranked.size. Such a list
+    `read` holds segment lists (ids, scores) the caller already has, each read with this
+    ranking's filters, skipping only its excluded ids, with limit ranked.size. Such a list
     either fills the list (fewer than `size` of its items can be listed already) or
     is the whole segment, so reading it again would add nothing.
     """
@@ -179,11 +209,12 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
             break
         rows = read.get(seg) if read else None
         if rows is not None:
-            ranked.extend(POPULAR, (item for item, _ in rows))
-            if ranked.full or len(rows) < ranked.size:
+            ranked.extend_checked(POPULAR, rows[0])
+            if ranked.full or len(rows[0]) < ranked.size:
                 continue
-        lists = source.popular([seg], ranked.filters, ranked.size - len(ranked.ids), ranked.exclude | ranked.listed)
-        ranked.extend(POPULAR, (item for item, _ in lists.get(seg, ())))
+        room = ranked.size - len(ranked.ids)
+        ids, _ = popular_scored(source, seg, ranked.filters, room, ranked.exclude | ranked.listed)
+        ranked.extend_checked(POPULAR, ids)
 
 
 def _normalised(pairs) -> dict:
@@ -210,10 +241,11 @@ def content_based_scores(profile: Profile, candidates: list[tuple[Item, float]])
     one or two interactions say little, and a hard category filter loses to plain popularity.
     """
     scored = {}
+    category_weight, platform_weight = profile.categories.get, profile.platforms.get  # locals: a hot loop
     for item_id, (item, pop) in _normalised(candidates).items():
-        score = pop * (CONTENT_FLOOR + profile.categories.get(item.category, 0.0))
-        score *= 0.5 + profile.platforms.get(item.platform, 0.0)
-        score *= price_affinity(profile, item.price)
+        score = pop * (CONTENT_FLOOR + category_weight(item[2], 0.0))  # Item.category
+        score *= 0.5 + platform_weight(item[3], 0.0)  # Item.platform
+        score *= price_affinity(profile, item[1])  # Item.price
         scored[item_id] = (item, score)
     return scored
 
@@ -243,20 +275,23 @@ def content_segments(profile: Profile, segment: tuple) -> list[tuple]:
     return segments
 
 
-def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict:
-    """Popular candidates re-ranked by the profile; returns the user's segment list as read.
+def add_content_based(ranked: Ranked, source: Source, profile: Profile, segment: tuple) -> dict | None:
+    """Popular candidates re-ranked by the profile; returns the user's segment list as read
+    (see add_popular), if it was read whole.
 
-    The user's own segment is read to ranked.size rows (its top CONTENT_CANDIDATES are
-    candidates) so that the popular fill-in can reuse it instead of reading it again.
-    All candidates come in one read.
+    All candidates come in one read. The user's own segment is read to ranked.size rows
+    (its top CONTENT_CANDIDATES are candidates) so that the popular fill-in can reuse it
+    instead of reading it again; from a source with popular_scored, which re-reads from
+    memory without building Items, only the candidates are read.
     """
     segments = content_segments(profile, segment)
-    limits = [ranked.size] + [CONTENT_CANDIDATES] * (len(segments) - 1)
+    reuse = getattr(source, "popular_scored", None) is None
+    limits = [ranked.size if reuse else CONTENT_CANDIDATES] + [CONTENT_CANDIDATES] * (len(segments) - 1)
     lists = source.popular(segments, ranked.filters, limits, ranked.exclude)
     own = lists.get(segments[0], [])
     candidates = own[:CONTENT_CANDIDATES] + [pair for seg in segments[1:] for pair in lists.get(seg, ())]
-    ranked.extend(CONTENT_BASED, _ranked(content_based_scores(profile, candidates)))
-    return {segments[0]: own}
+    ranked.extend_checked(CONTENT_BASED, [item[0] for item in _ranked(content_based_scores(profile, candidates))])
+    return {segments[0]: ([pair[0][0] for pair in own], [pair[1] for pair in own])} if reuse else None
 
 
 def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tuple) -> dict | None:
@@ -271,11 +306,26 @@ def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tup
         ranked.extend(COLLABORATIVE, _ranked(scored))
         return None
     read = segment_popular(ranked, source, segment)
-    get = scored.get
-    for item_id, (item, pop) in _normalised(next(reversed(read.values()))).items():
+    ids, scores = next(reversed(read.values()))
+    top = max(scores, default=0.0) or 1.0
+    popularity: dict = {}
+    get = popularity.get
+    for item_id, score in zip(ids, scores):  # as _normalised, without Items
+        value = score / top
         prev = get(item_id)
-        scored[item_id] = (item, (0.0 if prev is None else prev[1]) + COLLABORATIVE_POPULARITY * pop)
-    ranked.extend(COLLABORATIVE, _ranked(scored))
+        if value > (-1.0 if prev is None else prev):
+            popularity[item_id] = value
+    blended = {item_id: value for item_id, (_, value) in scored.items()}
+    get = blended.get
+    for item_id, pop in popularity.items():
+        prev = get(item_id)
+        blended[item_id] = (0.0 if prev is None else prev) + COLLABORATIVE_POPULARITY * pop
+    # Score descending, then item id. The segment's rows were read with the ranking's filters
+    # and exclusions; the neighbours' other items are checked here.
+    filters, exclude = ranked.filters, ranked.exclude
+    order = sorted([(-score, item_id) for item_id, score in blended.items()])
+    ranked.extend_checked(COLLABORATIVE, [item_id for _, item_id in order
+                                          if item_id in popularity or allowed(scored[item_id][0], filters, exclude)])
     return read
 
 

@@ -5,6 +5,7 @@ as shared.db.LazyConnection.run, so the caller decides how connections are held.
 """
 from __future__ import annotations
 
+import struct
 from typing import NamedTuple
 
 from shared.jobs import LAST_RUNS_SQL
@@ -69,9 +70,11 @@ LEFT JOIN user_lists l ON l.user_id = q.user_id
 LEFT JOIN user_recommendations r ON r.user_id = q.user_id
 """
 
-# Whole popular lists of several segments, one row each, in one read.
+# Whole popular lists of several segments, one row each, in one read. The arrays come in
+# PostgreSQL's binary format (array_send, unpacked by binary_array): the text form of
+# 200 float8 costs more to print and parse than the rest of the query.
 SEGMENTS_SQL = """
-SELECT s.ord, p.item_ids, p.scores
+SELECT s.ord, array_send(p.item_ids), array_send(p.scores)
 FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS s(geo, gender, age, cat, ord)
 JOIN popular_lists p ON p.geo_id = s.geo AND p.gender = s.gender AND p.age_group = s.age AND p.category = s.cat
 """
@@ -96,6 +99,30 @@ def decode_sections(text: str) -> list[tuple[str, int]]:
         name, _, first = part.partition(":")
         out.append((name, int(first)))
     return out
+
+
+_UNPACKERS: dict = {}
+# Element types binary_array reads: their values are exact in Python (a real[] is not:
+# its text form, which psycopg2 parses, is not the float4 widened to a double).
+_ELEMENT_CODES = {20: "q", 23: "i", 701: "d"}  # bigint, integer, double precision
+
+
+def binary_array(data) -> tuple:
+    """The values of a one-dimensional bigint, integer or float8 array without NULLs, from
+    PostgreSQL's binary format (array_send): a 12-byte header (dimensions, NULL flag,
+    element type), (length, lower bound) per dimension, then each element as a 4-byte
+    length and its big-endian value."""
+    if not int.from_bytes(data[0:4], "big"):  # no dimensions: empty
+        return ()
+    element = int.from_bytes(data[8:12], "big")
+    code = _ELEMENT_CODES.get(element)
+    if code is None or int.from_bytes(data[4:8], "big"):
+        raise ValueError(f"binary_array: element type {element} or NULLs not supported")
+    count = int.from_bytes(data[12:16], "big")
+    unpacker = _UNPACKERS.get((code, count))
+    if unpacker is None:
+        unpacker = _UNPACKERS[(code, count)] = struct.Struct(">" + ("i" + code) * count)
+    return unpacker.unpack_from(data, 20)[1::2]
 
 
 class UserRow(NamedTuple):
@@ -170,7 +197,8 @@ class SqlSource:
             return {}
         params = ([seg[0] for seg in segments], [seg[1] for seg in segments], [seg[2] for seg in segments],
                   [seg[3] for seg in segments])
-        return {segments[ord_ - 1]: (ids, scores) for ord_, ids, scores in self._rows("recs_segments", params)}
+        return {segments[ord_ - 1]: (binary_array(ids), binary_array(scores))
+                for ord_, ids, scores in self._rows("recs_segments", params)}
 
 
 def table_counts(cur) -> dict:

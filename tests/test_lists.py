@@ -173,6 +173,39 @@ def test_catalogue_rebuilds_items_for_dense_and_sparse_ids():
         assert cat.item(5 + offset) is None and cat.item(10**13) is None and cat.generation == "g1"
 
 
+def test_catalogue_select_is_take_over_its_items():
+    """select/passing filter from the arrays what take() keeps from the rebuilt Items:
+    absent and out-of-stock ids, skipped ids, each filter, the limit; prices not exact in
+    float32 come back exact."""
+    from shared.serving import take
+
+    rows = [(i, None if i % 7 == 0 else 100.0 * i + (0.1 if i % 5 == 0 else 0.0), ("books", "toys")[i % 2],
+             "ozon", (None, 213, 54)[i % 3], i % 11 != 0) for i in range(1, 60)]
+    ids = [i for i in range(70, 0, -1) if i != 30]  # ids 60..70 are not in the catalogue
+    filters = [Filters(), Filters(price_from=500), Filters(price_to=2000.5), Filters(category="toys"),
+               Filters(geo_id=213), Filters(1000, 4000, "books", 54)]
+    for offset in (0, 10**12):  # dense and sparse ids
+        cat = Catalogue.of([(i + offset, *rest) for i, *rest in rows])
+        shifted = [i + offset for i in ids]
+        assert cat.item(5 + offset).price == 500.1
+        # Every id in stock and priced: filters holding its summary pass it whole, without a check per id.
+        stocked = [i + offset for i in range(58, 0, -1) if i % 11 and i % 7]
+        for f in filters + [Filters(price_from=100, price_to=5800), Filters(price_from=101), Filters(price_from=50)]:
+            for limit, skip in ((None, frozenset()), (7, frozenset()), (None, frozenset({offset + 40, offset + 3}))):
+                for listed in (shifted, stocked):
+                    items = [(cat.item(i), float(i)) for i in listed]
+                    expected = take([pair for pair in items if pair[0] is not None], f, limit, skip)
+                    got = [cat.select(listed, [float(i) for i in listed], f, limit, skip, summary)
+                           for summary in (None, cat.summarise(listed))]
+                    assert got == [expected, expected], (offset, f, limit)
+                    assert [listed[k] for k in cat.passing(listed, f, limit, skip)] == [p[0][0] for p in expected]
+        summary = cat.summarise(stocked)  # two categories, geos 213 and 54 (and none)
+        assert summary[:3] == (True, 100.0, 5800.0) and len(summary.categories) == 2 and summary.geos == {213, 54}
+        assert cat.summarise(shifted).in_stock is False and cat.summarise(shifted).price_lo is None
+        kept = cat.select(shifted, [float(i) for i in shifted], Filters(price_from=500), None, frozenset())
+        assert 0 < len(kept) < len(ids) and kept[0][0].item_id == 59 + offset  # absent 60..70, out of stock, cheap
+
+
 def test_a_popular_refresh_reloads_the_catalogue(lists_env):
     from shared.cache import Cache
     from workers import pipeline
