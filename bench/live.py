@@ -231,8 +231,8 @@ def throughput(settings, cache, db: MainDB, burst: int) -> dict:
         runs += 1
         if absorbed is None and (applied >= burst or result["events"] == 0):
             absorbed = time.perf_counter() - started  # every event applied (profiles, exclusions)
-        if result["users"] == 0:
-            break  # and every fold-in a round deferred done
+        if result["users"] == 0 and not result.get("fold_in_deferred"):
+            break  # and every fold-in a run deferred done
     seconds = time.perf_counter() - started
     return {"burst": burst, "applied": applied, "seconds": round(absorbed, 2), "with_fold_ins_s": round(seconds, 2),
             "runs": runs, "folded_in": folded,

@@ -24,6 +24,11 @@
    neighbours and collaborative list come from compute_similarities() run on them
    plus everyone sharing an item with them (cosine is zero for anyone else), with the
    whole data's item counts for the IDF, so they match what the next full run gives.
+   All of a run's fold-ins are one batch after its rounds: the cost is reading the
+   candidates' histories, and a few thousand users share nearly all their candidates,
+   so one batch costs about what one user does. Until that batch has committed, the
+   users due a fold-in are kept in Redis (Cache.add_fold_ins), so a run killed in
+   between leaves them to the next one.
 5. Presents that went out of stock, private or were deleted stop being served:
    items.in_stock false and popular_items rows gone in the recommendations DB, and the
    unavailable set in Redis that every web worker filters out of every list.
@@ -60,8 +65,9 @@ GAP_TTL_S = 3600  # an id missing this long was rolled back: stop looking for it
 MAX_GAPS = 100_000  # per source; a jump in the id sequence beyond this is logged and not tracked
 PRESENT_OVERLAP_S = 300  # presents are re-read this far behind their watermark (late commits)
 RECONCILE_MARGIN_S = 60  # a full job's snapshot is taken this soon after its run starts, at the latest
-# Users folded in per round (bounds a run); a burst's others wait for the next runs, their profiles do not.
-FOLD_IN_MAX = 200
+# Users folded in per run, in one batch (bounds its memory: the candidates are at most
+# everyone); a bigger burst's others wait for the next run, their profiles do not.
+FOLD_IN_MAX = 50_000
 LOCK_KEY = "recs:lock:live_sync"
 LOCK_TTL_S = 600
 FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists")
@@ -214,6 +220,17 @@ def needs_fold_in(cur, prof: pd.DataFrame) -> list[int]:
     return [r[0] for r in cur.fetchall()]
 
 
+def still_need_fold_in(cur, users: list) -> list[int]:
+    """Of these users, those with 3+ interactions and no neighbours now."""
+    if not users:
+        return []
+    cur.execute("SELECT p.user_id FROM user_profiles p WHERE p.user_id = ANY(%s::bigint[]) "
+                "AND p.interaction_count >= %s "
+                "AND NOT EXISTS (SELECT 1 FROM user_similarities s WHERE s.user_id = p.user_id) ORDER BY 1",
+                (list(users), MIN_INTERACTIONS))
+    return [r[0] for r in cur.fetchall()]
+
+
 def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) -> int:
     """Neighbours and the collaborative list of these users, written now. Returns similarity rows written."""
     if not users:
@@ -361,27 +378,23 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
                     state[source]["ref_ts"] = ref
             popped = cache.pop_touched() if result["rounds"] == 0 else []
             users = sorted({r[1] for r in public} | set(popped))
-            deferred = []
+            due = []
             with recs.cursor() as cur:
                 if users:
                     _, prof = apply_users(main, cur, settings, users, state["likes"]["ref_ts"])
-                    fold = needs_fold_in(cur, prof)
-                    fold, deferred = fold[:FOLD_IN_MAX], fold[FOLD_IN_MAX:]
-                    fold_in(main, cur, settings, fold, state["likes"]["ref_ts"])
-                    result["folded_in"] += len(fold)
+                    due = needs_fold_in(cur, prof)
                 gone, back = ({}, [])
                 if result["rounds"] == 0:
                     gone, back = sync_presents(main, cur, cache, state["presents"], now)
                 save_state(cur, state)
             recs.commit()
             popped = []
+            # Kept until folded in (below, or by the next run if this one dies first).
+            cache.add_fold_ins(due)
             # After the commit: a request in between recomputing from the old rows would cache them again.
             if users:
                 result["relisted"] = result.get("relisted", 0) + lists.update_users(settings, users[:LISTS_MAX])
                 cache.invalidate_users(users)
-                if deferred:  # re-read and folded in by the next run
-                    cache.client.sadd(TOUCHED_KEY, *deferred)
-                    result["fold_in_deferred"] = result.get("fold_in_deferred", 0) + len(deferred)
             if gone or back:
                 cache.set_unavailable(gone, back)
             result["events"] += len(rows)
@@ -391,9 +404,21 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             result["rounds"] += 1
             if time.monotonic() - started > time_budget_s:
                 break
+        pending = cache.pending_fold_ins()
+        fold = pending[:FOLD_IN_MAX]
         with recs.cursor() as cur:
+            fold = still_need_fold_in(cur, fold)
+            fold_in(main, cur, settings, fold, state["likes"]["ref_ts"])
             save_state(cur, state, caught_up)
         recs.commit()
+        # Their lists were content-based until this commit (and may be cached so again).
+        cache.fold_ins_done(pending[:FOLD_IN_MAX])
+        if fold:
+            result["relisted"] = result.get("relisted", 0) + lists.update_users(settings, fold[:LISTS_MAX])
+            cache.invalidate_users(fold)
+        result["folded_in"] = len(fold)
+        if len(pending) > FOLD_IN_MAX:
+            result["fold_in_deferred"] = len(pending) - FOLD_IN_MAX
     except BaseException:
         recs.rollback()
         if popped:  # their recompute did not happen: the next run takes them again
