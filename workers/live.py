@@ -42,9 +42,7 @@ import json
 import logging
 import time
 
-import numpy as np
 import pandas as pd
-from psycopg2.extras import execute_values
 
 from shared import main_queries
 from shared.cache import TOUCHED_KEY, Cache
@@ -54,7 +52,8 @@ from workers.compute.interactions import WeightConfig, demographics, weighted
 from workers.compute.profiles import compute_profiles
 from workers.compute.similarities import MIN_INTERACTIONS, compute_similarities
 from workers import lists
-from workers.pipeline import similarity_config
+from workers.pipeline import (PROFILE_ROW_COLUMNS, SIMILARITY_COLUMNS, frame_chunks, profile_rows,
+                              recommendation_rows, similarity_config)
 
 log = logging.getLogger("recs.live")
 
@@ -75,8 +74,7 @@ FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists"
 # not slow the sync; the others are served computed (exactly the same answers) until
 # the next lists job.
 LISTS_MAX = 500
-PROFILE_COLUMNS = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
-                   "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
+PROFILE_COLUMNS = PROFILE_ROW_COLUMNS
 
 # The latest success of a job and when its snapshot was read at the earliest: its own
 # start, or the start of the refresh_all run it was part of (one snapshot for all steps).
@@ -182,32 +180,30 @@ def apply_users(main, cur, settings: Settings, users: list, ref_ts: float | None
         main_queries.load_items_by_id(main, [])
     prof = compute_profiles(pairs, demo, items)
     prof = prof[prof["user_id"].isin(users)]
-    rows = []
-    for r in prof.itertuples(index=False):
-        rows.append((int(r.user_id), r.preferred_categories, r.preferred_platforms, _num(r.avg_price),
-                     _num(r.price_min), _num(r.price_max), int(r.interaction_count), [int(i) for i in r.liked_item_ids],
-                     _none(r.gender), _none(r.age_group), None if pd.isna(r.geo_id) else int(r.geo_id)))
-    if rows:
-        execute_values(cur, f"""
-            INSERT INTO user_profiles ({", ".join(PROFILE_COLUMNS)}) VALUES %s
+    if len(prof):
+        # COPY into a temporary table, then one upsert: the rows as the full job writes them.
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS live_profiles_in (LIKE user_profiles INCLUDING DEFAULTS) "
+                    "ON COMMIT DELETE ROWS")
+        _copy(cur, "live_profiles_in", PROFILE_COLUMNS, profile_rows(prof))
+        cur.execute(f"""
+            INSERT INTO user_profiles ({", ".join(PROFILE_COLUMNS)})
+            SELECT {", ".join(PROFILE_COLUMNS)} FROM live_profiles_in
             ON CONFLICT (user_id) DO UPDATE SET
-              {", ".join(f"{c} = EXCLUDED.{c}" for c in PROFILE_COLUMNS[1:])}, updated_at = now()""",
-                       rows, template="(%s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s::bigint[], %s, %s, %s)")
-        execute_values(cur, "INSERT INTO live_touched_users (user_id) VALUES %s "
-                            "ON CONFLICT (user_id) DO UPDATE SET touched_at = now()", [(r[0],) for r in rows])
+              {", ".join(f"{c} = EXCLUDED.{c}" for c in PROFILE_COLUMNS[1:])}, updated_at = now()""")
+        cur.execute("TRUNCATE live_profiles_in")
+        cur.execute("INSERT INTO live_touched_users (user_id) SELECT unnest(%s::bigint[]) "
+                    "ON CONFLICT (user_id) DO UPDATE SET touched_at = now()", (prof["user_id"].astype(int).tolist(),))
     # Their stored lists were computed from the old profiles: gone in the same transaction
     # (a miss computes instead), then recomputed after the commit (workers.lists.update_users).
     cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s::bigint[])", (users,))
     return pairs, prof
 
 
-def _none(v):
-    return None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
-
-
-def _num(v):
-    v = _none(v)
-    return None if v is None else float(v)
+def _copy(cur, table: str, columns: list[str], frame: pd.DataFrame) -> None:
+    """COPY a frame's rows into a table (names are this module's constants), CSV as the full jobs write it."""
+    for chunk in frame_chunks(frame, columns):
+        chunk.seek(0)
+        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", chunk)
 
 
 def needs_fold_in(cur, prof: pd.DataFrame) -> list[int]:
@@ -250,14 +246,10 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
     cur.execute("DELETE FROM user_similarities WHERE user_id = ANY(%s::bigint[])", (users,))
     cur.execute("DELETE FROM user_recommendations WHERE user_id = ANY(%s::bigint[])", (users,))
     cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s::bigint[])", (users,))
-    if len(sims):
-        execute_values(cur, "INSERT INTO user_similarities (user_id, similar_user_id, similarity_score) VALUES %s",
-                       [(int(a), int(b), float(c)) for a, b, c in sims.itertuples(index=False)])
-    if len(recs):
-        execute_values(cur, "INSERT INTO user_recommendations (user_id, item_ids, scores) VALUES %s",
-                       [(int(u), [int(i) for i in ids], [round(float(s), 5) for s in scores])
-                        for u, ids, scores in recs.itertuples(index=False)],
-                       template="(%s, %s::bigint[], %s::real[])")
+    for table, columns in SIMILARITY_COLUMNS.items():
+        frame = sims if table == "user_similarities" else recommendation_rows(recs)
+        if len(frame):
+            _copy(cur, table, columns, frame)
     log.info("live=fold_in users=%s candidates=%s candidate_pairs=%s neighbours=%s ms=%.0f", len(users),
              len(candidates), len(pairs), len(sims), (time.perf_counter() - started) * 1000)
     return len(sims)
