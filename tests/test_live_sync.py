@@ -156,6 +156,29 @@ def test_fold_ins_of_one_run_are_one_batch_and_a_killed_run_leaves_them_to_the_n
     assert env.sync()["folded_in"] == 0  # done: not folded in again
 
 
+def test_a_fold_in_reading_everything_or_only_its_candidates_gives_the_same_neighbours(env, monkeypatch, caplog):
+    user, item = third_like(env)
+    add_like(env.main, user, item)
+
+    def folded(share):
+        monkeypatch.setattr(live, "FULL_READ_SHARE", share)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="recs.live"):
+            assert env.sync()["folded_in"] == 1
+        assert f"full_read={share == 0}" in caplog.text
+        sims = dict(query(env.recs, "SELECT similar_user_id, similarity_score FROM user_similarities "
+                                    "WHERE user_id = %s", (user,)))
+        recs = query(env.recs, "SELECT item_ids, scores FROM user_recommendations WHERE user_id = %s", (user,))[0]
+        main_exec(env.recs, "DELETE FROM user_similarities WHERE user_id = %s", (user,))
+        env.cache.add_fold_ins([user])  # due again
+        return sims, recs
+
+    (by_id, recs_by_id), (everything, recs_everything) = folded(2.0), folded(0.0)
+    assert by_id and by_id.keys() == everything.keys()
+    assert everything == pytest.approx(by_id, rel=1e-5)
+    assert recs_everything[0] == recs_by_id[0] and recs_everything[1] == pytest.approx(recs_by_id[1], rel=1e-4)
+
+
 def test_an_item_out_of_stock_or_private_or_deleted_disappears_everywhere(env):
     user = user_with(env.recs, "interaction_count >= 3")
     popular = env.client.post("/popular", json={"pagination": {"limit": 100}}).get_json()["items"]

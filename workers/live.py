@@ -67,12 +67,16 @@ RECONCILE_MARGIN_S = 60  # a full job's snapshot is taken this soon after its ru
 # Users folded in per run, in one batch (bounds its memory: the candidates are at most
 # everyone); a bigger burst's others wait for the next run, their profiles do not.
 FOLD_IN_MAX = 50_000
+# A fold-in whose candidates are more than this share of the users with interactions
+# reads all interactions at once instead of the candidates' by id (about twice as
+# costly per row, plus the item counts): the same result either way.
+FULL_READ_SHARE = 0.5
 LOCK_KEY = "recs:lock:live_sync"
 LOCK_TTL_S = 600
 FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists")
-# Stored lists recomputed per round (a few ms each over the SQL source), so a burst does
+# Stored lists recomputed per run (a few ms each over the SQL source), so a burst does
 # not slow the sync; the others are served computed (exactly the same answers) until
-# the next lists job.
+# the next lists job. Users a fold-in made collaborative come first.
 LISTS_MAX = 500
 PROFILE_COLUMNS = PROFILE_ROW_COLUMNS
 
@@ -234,12 +238,21 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
     started = time.perf_counter()
     own = main_queries.load_user_interactions(main, users)
     candidates = sorted(set(main_queries.co_users(main, own["item_id"].unique().tolist())) | set(users))
-    pairs = _user_pairs(main, settings, candidates, ref_ts)
-    items = pairs["item_id"].unique().tolist()
-    item_users = main_queries.item_user_counts(main, items)
-    catalogue = main_queries.load_items_by_id(main, items)
     cur.execute("SELECT count(*) FROM user_profiles WHERE interaction_count > 0")
-    n_users = max(cur.fetchone()[0], len(pairs["user_id"].unique()))
+    known = cur.fetchone()[0]
+    full_read = len(candidates) > FULL_READ_SHARE * known
+    if full_read:
+        # Most users are candidates (a burst's fold-ins): one read of everything, as the
+        # full job does, is cheaper than reading them by id, and its item counts are the IDF.
+        pairs = weighted(main_queries.load_interactions(main), _weights(settings), ref_ts)
+        catalogue = main_queries.load_items(main)
+        item_users, n_users = None, None
+    else:
+        pairs = _user_pairs(main, settings, candidates, ref_ts)
+        items = pairs["item_id"].unique().tolist()
+        item_users = main_queries.item_user_counts(main, items)
+        catalogue = main_queries.load_items_by_id(main, items)
+        n_users = max(known, len(pairs["user_id"].unique()))
     sims, recs = compute_similarities(pairs, catalogue.loc[catalogue["in_stock"], "item_id"].to_numpy(),
                                       similarity_config(settings), query_users=users, item_users=item_users,
                                       n_users=n_users)
@@ -250,8 +263,8 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
         frame = sims if table == "user_similarities" else recommendation_rows(recs)
         if len(frame):
             _copy(cur, table, columns, frame)
-    log.info("live=fold_in users=%s candidates=%s candidate_pairs=%s neighbours=%s ms=%.0f", len(users),
-             len(candidates), len(pairs), len(sims), (time.perf_counter() - started) * 1000)
+    log.info("live=fold_in users=%s candidates=%s full_read=%s pairs=%s neighbours=%s ms=%.0f", len(users),
+             len(candidates), full_read, len(pairs), len(sims), (time.perf_counter() - started) * 1000)
     return len(sims)
 
 
@@ -348,8 +361,17 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             relist = state.pop("relist", [])
             save_state(cur, state)
         recs.commit()
+        relisted = 0  # this run's, up to LISTS_MAX
+
+        def relist_some(users):
+            nonlocal relisted
+            if relisted < LISTS_MAX and users:
+                result["relisted"] = result.get("relisted", 0) + lists.update_users(
+                    settings, users[:LISTS_MAX - relisted])
+                relisted += min(len(users), LISTS_MAX - relisted)
+
         if relist:
-            result["relisted"] = lists.update_users(settings, relist[:LISTS_MAX])
+            relist_some(relist)
             cache.invalidate_users(relist)
         caught_up = False
         while not caught_up:
@@ -385,7 +407,8 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             cache.add_fold_ins(due)
             # After the commit: a request in between recomputing from the old rows would cache them again.
             if users:
-                result["relisted"] = result.get("relisted", 0) + lists.update_users(settings, users[:LISTS_MAX])
+                # Up to half the run's budget: the users a fold-in makes collaborative come next.
+                relist_some(users[:max(0, LISTS_MAX // 2 - relisted)])
                 cache.invalidate_users(users)
             if gone or back:
                 cache.set_unavailable(gone, back)
@@ -406,7 +429,7 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
         # Their lists were content-based until this commit (and may be cached so again).
         cache.fold_ins_done(pending[:FOLD_IN_MAX])
         if fold:
-            result["relisted"] = result.get("relisted", 0) + lists.update_users(settings, fold[:LISTS_MAX])
+            relist_some(fold)
             cache.invalidate_users(fold)
         result["folded_in"] = len(fold)
         if len(pending) > FOLD_IN_MAX:
