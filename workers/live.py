@@ -210,24 +210,14 @@ def _copy(cur, table: str, columns: list[str], frame: pd.DataFrame) -> None:
         cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", chunk)
 
 
-def needs_fold_in(cur, prof: pd.DataFrame) -> list[int]:
-    """Users with 3+ interactions and no neighbours yet."""
-    many = prof.loc[prof["interaction_count"] >= MIN_INTERACTIONS, "user_id"].astype(int).tolist()
-    if not many:
-        return []
-    cur.execute("SELECT u FROM unnest(%s::bigint[]) AS t(u) "
-                "WHERE NOT EXISTS (SELECT 1 FROM user_similarities s WHERE s.user_id = t.u)", (many,))
-    return [r[0] for r in cur.fetchall()]
-
-
-def still_need_fold_in(cur, users: list) -> list[int]:
-    """Of these users, those with 3+ interactions and no neighbours now."""
-    if not users:
+def needs_fold_in(cur, users: list) -> list[int]:
+    """Of these users, those with 3+ interactions and no neighbours (their profiles as written now)."""
+    if not len(users):
         return []
     cur.execute("SELECT p.user_id FROM user_profiles p WHERE p.user_id = ANY(%s::bigint[]) "
                 "AND p.interaction_count >= %s "
                 "AND NOT EXISTS (SELECT 1 FROM user_similarities s WHERE s.user_id = p.user_id) ORDER BY 1",
-                (list(users), MIN_INTERACTIONS))
+                ([int(u) for u in users], MIN_INTERACTIONS))
     return [r[0] for r in cur.fetchall()]
 
 
@@ -396,7 +386,7 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             with recs.cursor() as cur:
                 if users:
                     _, prof = apply_users(main, cur, settings, users, state["likes"]["ref_ts"])
-                    due = needs_fold_in(cur, prof)
+                    due = needs_fold_in(cur, prof.loc[prof["interaction_count"] >= MIN_INTERACTIONS, "user_id"])
                 gone, back = ({}, [])
                 if result["rounds"] == 0:
                     gone, back = sync_presents(main, cur, cache, state["presents"], now)
@@ -422,7 +412,7 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
         pending = cache.pending_fold_ins()
         fold = pending[:FOLD_IN_MAX]
         with recs.cursor() as cur:
-            fold = still_need_fold_in(cur, fold)
+            fold = needs_fold_in(cur, fold)  # the full similarity job may have given them neighbours since
             fold_in(main, cur, settings, fold, state["likes"]["ref_ts"])
             save_state(cur, state, caught_up)
         recs.commit()
