@@ -443,8 +443,10 @@ live sync (every `LIVE_SYNC_SECONDS`, default 10): cache-hit RPS and cache-miss 
 without and with the sync running (likes trickling into the main DB), the freshness
 lag from a committed like to its exclusion from `/personalized` over 200 likes at a
 steady rate while wrk loads the API, `POST /events` to effect, and the sync's
-throughput on a burst of new interactions (100k; 5k on `tiny`). It deletes what it
-added to the main DB.
+throughput on a burst of new interactions (100k; 5k on `tiny`), the time until the
+fold-ins of the users it made collaborative are done, and how much their neighbours
+overlap with the full similarity job's (a sample of 300; alone: `python -m
+bench.live_burst`). It deletes what it added to the main DB.
 
 Raw results: `bench/results/<preset>.json` (latency blocks at concurrency 8, the full
 grid under `grid`), `.md` and `.png` (latency distributions).

@@ -71,6 +71,9 @@ return 1
 LIKED, UNLIKED = b"l", b"u"
 TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
 TOUCHED_TTL_S = 86400
+# Users the sync found due a fold-in (3+ interactions, no neighbours) and has not folded in
+# yet: it folds them in once per run, in one batch, after the rounds that applied their events.
+FOLD_IN_KEY = PREFIX + "live:fold_in"
 TS_TTL_S = 2 * 3600
 # Upper bounds (ms) of the latency buckets in the minute series; field "b<i>" counts
 # requests in bucket i, the last one being everything slower.
@@ -391,6 +394,23 @@ class Cache:
     def pop_touched(self, count: int = 10_000) -> list[int]:
         """Users with live feedback, for the sync to re-read from the main DB (the truth)."""
         return [int(u) for u in self._call(lambda: self.client.spop(TOUCHED_KEY, count)) or ()]
+
+    def add_fold_ins(self, user_ids) -> None:
+        """Users due a fold-in, kept until fold_ins_done(): a run killed before its fold-in leaves them to the next."""
+        users = [int(u) for u in user_ids]
+        if users:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.sadd(FOLD_IN_KEY, *users)
+            pipe.expire(FOLD_IN_KEY, TOUCHED_TTL_S)
+            self._call(pipe.execute)
+
+    def pending_fold_ins(self) -> list[int]:
+        return sorted(int(u) for u in self._call(lambda: self.client.smembers(FOLD_IN_KEY)))
+
+    def fold_ins_done(self, user_ids) -> None:
+        users = [int(u) for u in user_ids]
+        for start in range(0, len(users), 10_000):
+            self._call(lambda part=users[start:start + 10_000]: self.client.srem(FOLD_IN_KEY, *part))
 
     def invalidate_users(self, user_ids) -> int:
         """Drop the cached lists of these users (one DEL per user, no scan) and bump their versions."""

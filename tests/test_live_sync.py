@@ -98,15 +98,26 @@ def test_applying_twice_changes_nothing_and_matches_the_full_job(env):
     assert full[:2] == once[:2] and full[2] == once[2] and full[3] == pytest.approx(once[3])
 
 
-def test_a_user_reaching_three_interactions_gets_collaborative_with_the_full_jobs_neighbours(env):
-    user = user_with(env.recs, "interaction_count = 2")
-    assert personalized(env.client, user)["algorithm_used"].startswith("content_based")
+def third_like(env, offset=0):
+    """A user with 2 interactions and a popular item they have not seen: liking it makes 3."""
+    user = query(env.recs, "SELECT user_id FROM user_profiles WHERE interaction_count = 2 ORDER BY user_id "
+                           "OFFSET %s LIMIT 1", (offset,))[0][0]
     seen = {r[0] for r in query(env.main, "SELECT handpicked_present_id FROM handpicked_likes WHERE user_id = %s "
                                           "UNION SELECT handpicked_present_id FROM handpicked_present_clicks "
                                           "WHERE user_id = %s", (user, user))}
     item = next(r[0] for r in query(env.recs, "SELECT item_id FROM popular_items WHERE geo_id = 0 AND gender = 'any' "
                                               "AND age_group = 'any' AND category = 'any' "
                                               "ORDER BY popularity_score DESC") if r[0] not in seen)
+    return user, item
+
+
+def neighbours(recs_url, user):
+    return {r[0] for r in query(recs_url, "SELECT similar_user_id FROM user_similarities WHERE user_id = %s", (user,))}
+
+
+def test_a_user_reaching_three_interactions_gets_collaborative_with_the_full_jobs_neighbours(env):
+    user, item = third_like(env)
+    assert personalized(env.client, user)["algorithm_used"].startswith("content_based")
     add_like(env.main, user, item)
     assert env.sync()["folded_in"] == 1
     after = personalized(env.client, user)
@@ -116,6 +127,56 @@ def test_a_user_reaching_three_interactions_gets_collaborative_with_the_full_job
     pipeline.update_user_similarities(env.settings, env.cache)
     full = {r[0] for r in query(env.recs, "SELECT similar_user_id FROM user_similarities WHERE user_id = %s", (user,))}
     assert len(folded & full) / len(full) >= 0.8, (folded, full)
+
+
+def test_fold_ins_of_one_run_are_one_batch_and_a_killed_run_leaves_them_to_the_next(env, monkeypatch):
+    (first, item1), (second, item2) = third_like(env), third_like(env, 1)
+    add_like(env.main, first, item1)
+    add_like(env.main, second, item2)
+    batches = []
+    real = live.fold_in
+
+    def killed(main, cur, settings, users, ref_ts):
+        batches.append(list(users))
+        raise RuntimeError("worker killed before the fold-in committed")
+
+    monkeypatch.setattr(live, "fold_in", killed)
+    with pytest.raises(RuntimeError):
+        env.sync()
+    assert batches == [sorted([first, second])]
+    assert profile_row(env.recs, first)[0] == 3 and profile_row(env.recs, second)[0] == 3  # the round committed
+    assert not neighbours(env.recs, first) and not neighbours(env.recs, second)
+    personalized(env.client, first)  # cached while content-based: the fold-in must drop it
+    monkeypatch.setattr(live, "fold_in", real)
+    result = env.sync()
+    assert result["events"] == 0 and result["folded_in"] == 2
+    assert neighbours(env.recs, first) and neighbours(env.recs, second)
+    after = personalized(env.client, first)
+    assert after["algorithm_used"].startswith("collaborative") and not after["cache_hit"], after
+    assert env.sync()["folded_in"] == 0  # done: not folded in again
+
+
+def test_a_fold_in_reading_everything_or_only_its_candidates_gives_the_same_neighbours(env, monkeypatch, caplog):
+    user, item = third_like(env)
+    add_like(env.main, user, item)
+
+    def folded(share):
+        monkeypatch.setattr(live, "FULL_READ_SHARE", share)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="recs.live"):
+            assert env.sync()["folded_in"] == 1
+        assert f"full_read={share == 0}" in caplog.text
+        sims = dict(query(env.recs, "SELECT similar_user_id, similarity_score FROM user_similarities "
+                                    "WHERE user_id = %s", (user,)))
+        recs = query(env.recs, "SELECT item_ids, scores FROM user_recommendations WHERE user_id = %s", (user,))[0]
+        main_exec(env.recs, "DELETE FROM user_similarities WHERE user_id = %s", (user,))
+        env.cache.add_fold_ins([user])  # due again
+        return sims, recs
+
+    (by_id, recs_by_id), (everything, recs_everything) = folded(2.0), folded(0.0)
+    assert by_id and by_id.keys() == everything.keys()
+    assert everything == pytest.approx(by_id, rel=1e-5)
+    assert recs_everything[0] == recs_by_id[0] and recs_everything[1] == pytest.approx(recs_by_id[1], rel=1e-4)
 
 
 def test_an_item_out_of_stock_or_private_or_deleted_disappears_everywhere(env):

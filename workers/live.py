@@ -24,6 +24,11 @@
    neighbours and collaborative list come from compute_similarities() run on them
    plus everyone sharing an item with them (cosine is zero for anyone else), with the
    whole data's item counts for the IDF, so they match what the next full run gives.
+   All of a run's fold-ins are one batch after its rounds: the cost is reading the
+   candidates' histories, and a few thousand users share nearly all their candidates,
+   so one batch costs about what one user does. Until that batch has committed, the
+   users due a fold-in are kept in Redis (Cache.add_fold_ins), so a run killed in
+   between leaves them to the next one.
 5. Presents that went out of stock, private or were deleted stop being served:
    items.in_stock false and popular_items rows gone in the recommendations DB, and the
    unavailable set in Redis that every web worker filters out of every list.
@@ -37,9 +42,7 @@ import json
 import logging
 import time
 
-import numpy as np
 import pandas as pd
-from psycopg2.extras import execute_values
 
 from shared import main_queries
 from shared.cache import TOUCHED_KEY, Cache
@@ -49,7 +52,8 @@ from workers.compute.interactions import WeightConfig, demographics, weighted
 from workers.compute.profiles import compute_profiles
 from workers.compute.similarities import MIN_INTERACTIONS, compute_similarities
 from workers import lists
-from workers.pipeline import similarity_config
+from workers.pipeline import (PROFILE_ROW_COLUMNS, SIMILARITY_COLUMNS, frame_chunks, profile_rows,
+                              recommendation_rows, similarity_config)
 
 log = logging.getLogger("recs.live")
 
@@ -60,17 +64,21 @@ GAP_TTL_S = 3600  # an id missing this long was rolled back: stop looking for it
 MAX_GAPS = 100_000  # per source; a jump in the id sequence beyond this is logged and not tracked
 PRESENT_OVERLAP_S = 300  # presents are re-read this far behind their watermark (late commits)
 RECONCILE_MARGIN_S = 60  # a full job's snapshot is taken this soon after its run starts, at the latest
-# Users folded in per round (bounds a run); a burst's others wait for the next runs, their profiles do not.
-FOLD_IN_MAX = 200
+# Users folded in per run, in one batch (bounds its memory: the candidates are at most
+# everyone); a bigger burst's others wait for the next run, their profiles do not.
+FOLD_IN_MAX = 50_000
+# A fold-in whose candidates are more than this share of the users with interactions
+# reads all interactions at once instead of the candidates' by id (about twice as
+# costly per row, plus the item counts): the same result either way.
+FULL_READ_SHARE = 0.5
 LOCK_KEY = "recs:lock:live_sync"
 LOCK_TTL_S = 600
 FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists")
-# Stored lists recomputed per round (a few ms each over the SQL source), so a burst does
+# Stored lists recomputed per run (a few ms each over the SQL source), so a burst does
 # not slow the sync; the others are served computed (exactly the same answers) until
-# the next lists job.
+# the next lists job. Users a fold-in made collaborative come first.
 LISTS_MAX = 500
-PROFILE_COLUMNS = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
-                   "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
+PROFILE_COLUMNS = PROFILE_ROW_COLUMNS
 
 # The latest success of a job and when its snapshot was read at the earliest: its own
 # start, or the start of the refresh_all run it was part of (one snapshot for all steps).
@@ -176,41 +184,40 @@ def apply_users(main, cur, settings: Settings, users: list, ref_ts: float | None
         main_queries.load_items_by_id(main, [])
     prof = compute_profiles(pairs, demo, items)
     prof = prof[prof["user_id"].isin(users)]
-    rows = []
-    for r in prof.itertuples(index=False):
-        rows.append((int(r.user_id), r.preferred_categories, r.preferred_platforms, _num(r.avg_price),
-                     _num(r.price_min), _num(r.price_max), int(r.interaction_count), [int(i) for i in r.liked_item_ids],
-                     _none(r.gender), _none(r.age_group), None if pd.isna(r.geo_id) else int(r.geo_id)))
-    if rows:
-        execute_values(cur, f"""
-            INSERT INTO user_profiles ({", ".join(PROFILE_COLUMNS)}) VALUES %s
+    if len(prof):
+        # COPY into a temporary table, then one upsert: the rows as the full job writes them.
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS live_profiles_in (LIKE user_profiles INCLUDING DEFAULTS) "
+                    "ON COMMIT DELETE ROWS")
+        _copy(cur, "live_profiles_in", PROFILE_COLUMNS, profile_rows(prof))
+        cur.execute(f"""
+            INSERT INTO user_profiles ({", ".join(PROFILE_COLUMNS)})
+            SELECT {", ".join(PROFILE_COLUMNS)} FROM live_profiles_in
             ON CONFLICT (user_id) DO UPDATE SET
-              {", ".join(f"{c} = EXCLUDED.{c}" for c in PROFILE_COLUMNS[1:])}, updated_at = now()""",
-                       rows, template="(%s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s::bigint[], %s, %s, %s)")
-        execute_values(cur, "INSERT INTO live_touched_users (user_id) VALUES %s "
-                            "ON CONFLICT (user_id) DO UPDATE SET touched_at = now()", [(r[0],) for r in rows])
+              {", ".join(f"{c} = EXCLUDED.{c}" for c in PROFILE_COLUMNS[1:])}, updated_at = now()""")
+        cur.execute("TRUNCATE live_profiles_in")
+        cur.execute("INSERT INTO live_touched_users (user_id) SELECT unnest(%s::bigint[]) "
+                    "ON CONFLICT (user_id) DO UPDATE SET touched_at = now()", (prof["user_id"].astype(int).tolist(),))
     # Their stored lists were computed from the old profiles: gone in the same transaction
     # (a miss computes instead), then recomputed after the commit (workers.lists.update_users).
     cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s::bigint[])", (users,))
     return pairs, prof
 
 
-def _none(v):
-    return None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
+def _copy(cur, table: str, columns: list[str], frame: pd.DataFrame) -> None:
+    """COPY a frame's rows into a table (names are this module's constants), CSV as the full jobs write it."""
+    for chunk in frame_chunks(frame, columns):
+        chunk.seek(0)
+        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", chunk)
 
 
-def _num(v):
-    v = _none(v)
-    return None if v is None else float(v)
-
-
-def needs_fold_in(cur, prof: pd.DataFrame) -> list[int]:
-    """Users with 3+ interactions and no neighbours yet."""
-    many = prof.loc[prof["interaction_count"] >= MIN_INTERACTIONS, "user_id"].astype(int).tolist()
-    if not many:
+def needs_fold_in(cur, users: list) -> list[int]:
+    """Of these users, those with 3+ interactions and no neighbours (their profiles as written now)."""
+    if not len(users):
         return []
-    cur.execute("SELECT u FROM unnest(%s::bigint[]) AS t(u) "
-                "WHERE NOT EXISTS (SELECT 1 FROM user_similarities s WHERE s.user_id = t.u)", (many,))
+    cur.execute("SELECT p.user_id FROM user_profiles p WHERE p.user_id = ANY(%s::bigint[]) "
+                "AND p.interaction_count >= %s "
+                "AND NOT EXISTS (SELECT 1 FROM user_similarities s WHERE s.user_id = p.user_id) ORDER BY 1",
+                ([int(u) for u in users], MIN_INTERACTIONS))
     return [r[0] for r in cur.fetchall()]
 
 
@@ -221,28 +228,33 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
     started = time.perf_counter()
     own = main_queries.load_user_interactions(main, users)
     candidates = sorted(set(main_queries.co_users(main, own["item_id"].unique().tolist())) | set(users))
-    pairs = _user_pairs(main, settings, candidates, ref_ts)
-    items = pairs["item_id"].unique().tolist()
-    item_users = main_queries.item_user_counts(main, items)
-    catalogue = main_queries.load_items_by_id(main, items)
     cur.execute("SELECT count(*) FROM user_profiles WHERE interaction_count > 0")
-    n_users = max(cur.fetchone()[0], len(pairs["user_id"].unique()))
+    known = cur.fetchone()[0]
+    full_read = len(candidates) > FULL_READ_SHARE * known
+    if full_read:
+        # Most users are candidates (a burst's fold-ins): one read of everything, as the
+        # full job does, is cheaper than reading them by id, and its item counts are the IDF.
+        pairs = weighted(main_queries.load_interactions(main), _weights(settings), ref_ts)
+        catalogue = main_queries.load_items(main)
+        item_users, n_users = None, None
+    else:
+        pairs = _user_pairs(main, settings, candidates, ref_ts)
+        items = pairs["item_id"].unique().tolist()
+        item_users = main_queries.item_user_counts(main, items)
+        catalogue = main_queries.load_items_by_id(main, items)
+        n_users = max(known, len(pairs["user_id"].unique()))
     sims, recs = compute_similarities(pairs, catalogue.loc[catalogue["in_stock"], "item_id"].to_numpy(),
                                       similarity_config(settings), query_users=users, item_users=item_users,
                                       n_users=n_users)
     cur.execute("DELETE FROM user_similarities WHERE user_id = ANY(%s::bigint[])", (users,))
     cur.execute("DELETE FROM user_recommendations WHERE user_id = ANY(%s::bigint[])", (users,))
     cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s::bigint[])", (users,))
-    if len(sims):
-        execute_values(cur, "INSERT INTO user_similarities (user_id, similar_user_id, similarity_score) VALUES %s",
-                       [(int(a), int(b), float(c)) for a, b, c in sims.itertuples(index=False)])
-    if len(recs):
-        execute_values(cur, "INSERT INTO user_recommendations (user_id, item_ids, scores) VALUES %s",
-                       [(int(u), [int(i) for i in ids], [round(float(s), 5) for s in scores])
-                        for u, ids, scores in recs.itertuples(index=False)],
-                       template="(%s, %s::bigint[], %s::real[])")
-    log.info("live=fold_in users=%s candidates=%s candidate_pairs=%s neighbours=%s ms=%.0f", len(users),
-             len(candidates), len(pairs), len(sims), (time.perf_counter() - started) * 1000)
+    for table, columns in SIMILARITY_COLUMNS.items():
+        frame = sims if table == "user_similarities" else recommendation_rows(recs)
+        if len(frame):
+            _copy(cur, table, columns, frame)
+    log.info("live=fold_in users=%s candidates=%s full_read=%s pairs=%s neighbours=%s ms=%.0f", len(users),
+             len(candidates), full_read, len(pairs), len(sims), (time.perf_counter() - started) * 1000)
     return len(sims)
 
 
@@ -339,8 +351,17 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             relist = state.pop("relist", [])
             save_state(cur, state)
         recs.commit()
+        relisted = 0  # this run's, up to LISTS_MAX
+
+        def relist_some(users):
+            nonlocal relisted
+            if relisted < LISTS_MAX and users:
+                result["relisted"] = result.get("relisted", 0) + lists.update_users(
+                    settings, users[:LISTS_MAX - relisted])
+                relisted += min(len(users), LISTS_MAX - relisted)
+
         if relist:
-            result["relisted"] = lists.update_users(settings, relist[:LISTS_MAX])
+            relist_some(relist)
             cache.invalidate_users(relist)
         caught_up = False
         while not caught_up:
@@ -361,27 +382,24 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
                     state[source]["ref_ts"] = ref
             popped = cache.pop_touched() if result["rounds"] == 0 else []
             users = sorted({r[1] for r in public} | set(popped))
-            deferred = []
+            due = []
             with recs.cursor() as cur:
                 if users:
                     _, prof = apply_users(main, cur, settings, users, state["likes"]["ref_ts"])
-                    fold = needs_fold_in(cur, prof)
-                    fold, deferred = fold[:FOLD_IN_MAX], fold[FOLD_IN_MAX:]
-                    fold_in(main, cur, settings, fold, state["likes"]["ref_ts"])
-                    result["folded_in"] += len(fold)
+                    due = needs_fold_in(cur, prof.loc[prof["interaction_count"] >= MIN_INTERACTIONS, "user_id"])
                 gone, back = ({}, [])
                 if result["rounds"] == 0:
                     gone, back = sync_presents(main, cur, cache, state["presents"], now)
                 save_state(cur, state)
             recs.commit()
             popped = []
+            # Kept until folded in (below, or by the next run if this one dies first).
+            cache.add_fold_ins(due)
             # After the commit: a request in between recomputing from the old rows would cache them again.
             if users:
-                result["relisted"] = result.get("relisted", 0) + lists.update_users(settings, users[:LISTS_MAX])
+                # Up to half the run's budget: the users a fold-in makes collaborative come next.
+                relist_some(users[:max(0, LISTS_MAX // 2 - relisted)])
                 cache.invalidate_users(users)
-                if deferred:  # re-read and folded in by the next run
-                    cache.client.sadd(TOUCHED_KEY, *deferred)
-                    result["fold_in_deferred"] = result.get("fold_in_deferred", 0) + len(deferred)
             if gone or back:
                 cache.set_unavailable(gone, back)
             result["events"] += len(rows)
@@ -391,9 +409,21 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             result["rounds"] += 1
             if time.monotonic() - started > time_budget_s:
                 break
+        pending = cache.pending_fold_ins()
+        fold = pending[:FOLD_IN_MAX]
         with recs.cursor() as cur:
+            fold = needs_fold_in(cur, fold)  # the full similarity job may have given them neighbours since
+            fold_in(main, cur, settings, fold, state["likes"]["ref_ts"])
             save_state(cur, state, caught_up)
         recs.commit()
+        # Their lists were content-based until this commit (and may be cached so again).
+        cache.fold_ins_done(pending[:FOLD_IN_MAX])
+        if fold:
+            relist_some(fold)
+            cache.invalidate_users(fold)
+        result["folded_in"] = len(fold)
+        if len(pending) > FOLD_IN_MAX:
+            result["fold_in_deferred"] = len(pending) - FOLD_IN_MAX
     except BaseException:
         recs.rollback()
         if popped:  # their recompute did not happen: the next run takes them again

@@ -236,15 +236,24 @@ def _popular_items(run, out, settings, cache, snap, progress):
     snap.outputs["popular"] = (pop, cache.bump("popular"))
 
 
+PROFILE_ROW_COLUMNS = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min",
+                       "price_max", "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
+
+
+def profile_rows(prof: pd.DataFrame) -> pd.DataFrame:
+    """compute_profiles() output as user_profiles rows are written (COPY text): full job and live sync."""
+    rows = prof[PROFILE_ROW_COLUMNS].copy()
+    rows["liked_item_ids"] = rows["liked_item_ids"].map(_pg_array)
+    rows["geo_id"] = rows["geo_id"].astype("Int64")
+    return rows
+
+
 def _user_profiles(run, out, settings, cache, snap, progress):
     snap = snap or read_snapshot(settings)
     prof = compute_profiles(snap.pairs(settings), snap.demographics(), snap.items)
     kept = prof[PROFILE_COLUMNS].copy()  # for the list precompute, before the columns become text
-    prof["liked_item_ids"] = prof["liked_item_ids"].map(_pg_array)
-    prof["geo_id"] = prof["geo_id"].astype("Int64")
-    cols = ["user_id", "preferred_categories", "preferred_platforms", "avg_price", "price_min", "price_max",
-            "interaction_count", "liked_item_ids", "gender", "age_group", "geo_id"]
-    out["rows"] = _write(run, settings, {"user_profiles": (cols, frame_chunks(prof, cols))}, progress)
+    cols = PROFILE_ROW_COLUMNS
+    out["rows"] = _write(run, settings, {"user_profiles": (cols, frame_chunks(profile_rows(prof), cols))}, progress)
     snap.outputs["profiles"] = (kept, cache.bump("profiles"))
 
 
@@ -258,15 +267,20 @@ SIMILARITY_COLUMNS = {
 }
 
 
-def _similarity_chunks(snap: Snapshot, settings: Settings, shard: int, shards: int) -> dict:
-    """CSV chunks for user_similarities and user_recommendations, for one shard of users."""
-    in_stock = snap.items.loc[snap.items["in_stock"], "item_id"].to_numpy()
-    sims, recs = compute_similarities(snap.pairs(settings), in_stock, similarity_config(settings), shard, shards)
-    recs_out = pd.DataFrame({
+def recommendation_rows(recs: pd.DataFrame) -> pd.DataFrame:
+    """compute_similarities()' lists as user_recommendations rows are written (COPY text): full job and live sync."""
+    return pd.DataFrame({
         "user_id": recs["user_id"],
         "item_ids": recs["item_ids"].map(_pg_array),
         "scores": recs["scores"].map(lambda a: _pg_array(np.round(a, 5))),
     })
+
+
+def _similarity_chunks(snap: Snapshot, settings: Settings, shard: int, shards: int) -> dict:
+    """CSV chunks for user_similarities and user_recommendations, for one shard of users."""
+    in_stock = snap.items.loc[snap.items["in_stock"], "item_id"].to_numpy()
+    sims, recs = compute_similarities(snap.pairs(settings), in_stock, similarity_config(settings), shard, shards)
+    recs_out = recommendation_rows(recs)
     frames = {"user_similarities": sims, "user_recommendations": recs_out}
     # The list precompute reads the scores as the DB holds them (the text written here).
     snap.outputs.setdefault("recommendations", []).append(recs_out)
