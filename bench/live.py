@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import psycopg2
 
-from deploy.stack import ROOT
+from deploy.stack import ROOT, query
 
 BIN = Path(sys.executable).parent
 
@@ -219,13 +219,7 @@ def events_to_effect(url: str, users: list, n: int) -> dict:
 
 
 def _with_neighbours(settings) -> set:
-    conn = psycopg2.connect(settings.recommendations_database_url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT DISTINCT user_id FROM user_similarities")
-            return {r[0] for r in cur.fetchall()}
-    finally:
-        conn.close()
+    return {r[0] for r in query(settings.recommendations_database_url, "SELECT DISTINCT user_id FROM user_similarities")}
 
 
 def fold_in_overlap(settings, before: set, sample: int = 300) -> dict:
@@ -244,15 +238,10 @@ def fold_in_overlap(settings, before: set, sample: int = 300) -> dict:
     in_stock = snap.items.loc[snap.items["in_stock"], "item_id"].to_numpy()
     sims, _ = compute_similarities(snap.pairs(settings), in_stock, similarity_config(settings), query_users=users)
     full = sims.groupby("user_id")["similar_user_id"].agg(set).to_dict()
-    conn = psycopg2.connect(settings.recommendations_database_url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT user_id, similar_user_id FROM user_similarities WHERE user_id = ANY(%s)", (users,))
-            live: dict = {}
-            for user, other in cur.fetchall():
-                live.setdefault(user, set()).add(other)
-    finally:
-        conn.close()
+    live: dict = {}
+    for user, other in query(settings.recommendations_database_url,
+                             "SELECT user_id, similar_user_id FROM user_similarities WHERE user_id = ANY(%s)", (users,)):
+        live.setdefault(user, set()).add(other)
     shares = [len(live.get(u, set()) & theirs) / len(theirs) for u, theirs in full.items() if theirs]
     return {"users": len(folded), "sampled": len(shares),
             "mean": round(float(np.mean(shares)), 4) if shares else None,

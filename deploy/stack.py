@@ -26,6 +26,17 @@ from shared.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def query(url: str, sql_text, params=None) -> list:
+    """Rows of one read on its own short-lived connection (tests, bench and chaos checks)."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql_text, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
 def ensure_database(url: str) -> bool:
     name = database_name(url)
     conn = psycopg2.connect(with_database(url, "postgres"))

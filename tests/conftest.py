@@ -18,6 +18,7 @@ import redis as redis_lib
 from psycopg2 import sql
 
 from deploy.localproc import RedisServer
+from deploy.stack import query  # noqa: F401  (tests import it from here)
 from shared.cache import Cache
 from shared.db import with_database
 from shared.settings import Settings, load_settings
@@ -218,11 +219,3 @@ def main_factory(hand_env):
     f.close()
 
 
-def query(url, sql_text, params=None):
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql_text, params)
-            return cur.fetchall()
-    finally:
-        conn.close()

@@ -97,19 +97,26 @@ def frozen_recs_db(ctx: Ctx) -> Record:
                  "forwards nothing (PostgreSQL as if SIGSTOPped)",
                  f"every request answers within {ctx.bound_ms:.0f} ms (misses: 503 JSON); cache hits unaffected; "
                  "no web worker killed; probes 200")
-    api = ctx.stack.api(proxied=True)
-    hits, misses = ctx.hits(), ctx.misses()
-    ctx.warm(api, hits)
-    proxy = ctx.stack.proxies["recs"]
-    before, during, _ = _run(ctx, rec, api, [(hits, 2), (misses, 2), (HEALTH, 1), (LIVEZ, 1), (READYZ, 1)], proxy.freeze,
-                             proxy.thaw)
-    _hits_unaffected(rec, before, during)
+    api, during = _frozen_proxy(ctx, rec, "recs", misses=2, extra=[(HEALTH, 1)])
     m = [r for r in during if r["label"] == "miss"]
     ok = sum(1 for r in m if r["status"] in (200, 503))
     rec.check("cache misses while frozen", "503 JSON (or 200)", f"{ok} of {len(m)}: {summarize(m)['statuses']}",
               bool(m) and ok == len(m))
     api.stop()
     return rec
+
+
+def _frozen_proxy(ctx: Ctx, rec: Record, name: str, misses: int, extra: list) -> tuple:
+    """Cache hits, misses, probes (and `extra` load) through the API while the `name` DB's proxy
+    is frozen; checks that hits were unaffected. Returns (api, what was answered while frozen)."""
+    api = ctx.stack.api(proxied=True)
+    hits = ctx.hits()
+    ctx.warm(api, hits)
+    proxy = ctx.stack.proxies[name]
+    load = [(hits, 2), (ctx.misses(), misses), *extra, (LIVEZ, 1), (READYZ, 1)]
+    before, during, _ = _run(ctx, rec, api, load, proxy.freeze, proxy.thaw)
+    _hits_unaffected(rec, before, during)
+    return api, during
 
 
 def frozen_redis(ctx: Ctx) -> Record:
@@ -148,14 +155,8 @@ def hung_main_db(ctx: Ctx) -> Record:
                  "and /stats poll it meanwhile",
                  f"every request answers within {ctx.bound_ms:.0f} ms; serving unaffected (hits 200 from the cache, "
                  "p99 unaffected; misses 200); no web worker killed; probes 200")
-    api = ctx.stack.api(proxied=True)
-    hits, misses = ctx.hits(), ctx.misses()
-    ctx.warm(api, hits)
-    proxy = ctx.stack.proxies["main"]
     stats = [Req("stats", "/stats", method="GET")]
-    before, during, _ = _run(ctx, rec, api, [(hits, 2), (misses, 1), (HEALTH, 4), (stats, 1), (LIVEZ, 1), (READYZ, 1)],
-                             proxy.freeze, proxy.thaw)
-    _hits_unaffected(rec, before, during)
+    api, during = _frozen_proxy(ctx, rec, "main", misses=1, extra=[(HEALTH, 4), (stats, 1)])
     m = [r for r in during if r["label"] == "miss"]
     ok = sum(1 for r in m if r["status"] == 200)
     rec.check("cache misses while the main DB hangs", "all 200", f"{ok} of {len(m)}", bool(m) and ok == len(m))

@@ -30,7 +30,7 @@ from bench.run import Gunicorn, children, rss_mb
 from deploy.faultproxy import FaultProxy
 from deploy.localproc import RedisServer
 from deploy.seed import seed
-from deploy.stack import ROOT, apply_schema, ensure_database
+from deploy.stack import ROOT, apply_schema, ensure_database, query
 from shared.db import database_name, with_database
 
 BIN = Path(sys.executable).parent
@@ -278,13 +278,7 @@ class Stack:
         return redis.Redis.from_url(f"{self.redis.url}/{db}", socket_timeout=10)
 
     def recs_query(self, text: str, params=None) -> list:
-        conn = psycopg2.connect(self.recs_url)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(text, params)
-                return cur.fetchall()
-        finally:
-            conn.close()
+        return query(self.recs_url, text, params)
 
 
 def wait_until_up(url: str, timeout_s: float = 30) -> None:
