@@ -17,7 +17,7 @@ from api.validation import PersonalizedRequest, PopularRequest, parse, personali
 from shared.cache import POPULAR as POPULAR_KIND, lists_current, popular_suffix
 from shared.catalogue import SnapshotSource
 from shared.demographics import fallback_chain
-from shared.serving import POPULAR, Profile, personal_answer, popular_list, segments_needed
+from shared.serving import POPULAR, Profile, answer_plan, personal_answer, popular_list, segments_needed
 
 bp = Blueprint("recommendations", __name__)
 
@@ -74,10 +74,11 @@ def personalized_result(s: Services, body) -> dict:
             if slot.unliked & profile.liked:  # an unliked item may come back: the stored list excludes it
                 plist = None
             profile = replace(profile, liked=(profile.liked | slot.liked) - slot.unliked)
+        plan = answer_plan(plist, profile, req.geo_id, filters)
         source = _snapshot_source(s, slot, profile=profile, collaborative=row.collaborative,
-                                  expected=segments_needed(profile, req.geo_id, filters))
+                                  expected=segments_needed(profile, req.geo_id, filters, plan))
         return personal_answer(source, req.user_id, req.geo_id, filters, cfg.recommendation_list_size, profile,
-                               plist, exclude)
+                               plist, exclude, plan)
 
     return serve(s, lambda cache: UserSlot(cache, req.user_id, geo, filters.key()), compute,
                  cfg.cache_ttl_personalized, page, limit)

@@ -422,8 +422,9 @@ reach), cache hits on both endpoints, and cache misses per algorithm (every requ
 carries a never-repeating `price_from`, so it misses). Request mixes cover many
 segments, users from each interaction bucket, filters and pages. That tiny
 `price_from` holds every price, so a personal miss without other filters is answered
-from the user's precomputed list when its geo matches; the others are computed in
-memory. `mixed_personalized` (concurrency 32, one run) draws `/personalized` users
+from the user's precomputed list when its geo matches, and one with a price range or
+category filter from that list filtered in memory (then popular fill-in); the others
+are computed in memory. `mixed_personalized` (concurrency 32, one run) draws `/personalized` users
 uniformly from all users in random order, with the mixes' share of price and category
 filters and pages and the user's geo on 90 % of requests: mostly misses, as after a
 refresh. The result also reports each miss's server p50 over a hit's, miss RPS over the

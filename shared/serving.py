@@ -350,11 +350,15 @@ def user_segment(profile: Profile | None, geo_id: int | None, filters: Filters) 
             filters.category or ANY)
 
 
-def segments_needed(profile: Profile | None, geo_id: int | None, filters: Filters) -> list[tuple]:
-    """Every segment list personalized_list may read for this request, so a source can fetch them at once."""
+def segments_needed(profile: Profile | None, geo_id: int | None, filters: Filters,
+                    plan: str | None = None) -> list[tuple]:
+    """Every segment list a request's answer may read (personalized_list, or the fill-in of
+    filtered_answer as `plan` says), so a source can fetch them at once."""
+    if plan == STORED:
+        return []
     segment = user_segment(profile, geo_id, filters)
     out = fallback_chain(*segment)
-    if profile is not None and algorithm_for(profile.interaction_count) == CONTENT_BASED:
+    if plan != FILTERED and profile is not None and algorithm_for(profile.interaction_count) == CONTENT_BASED:
         out += [seg for seg in content_segments(profile, segment) if seg not in out]
     return out
 
@@ -496,15 +500,67 @@ class Listed(NamedTuple):
     sections: list
 
 
+def narrows(plist: PersonalList, profile: Profile, filters: Filters) -> bool:
+    """Whether a request's filters only narrow what the precomputed list was built with, so
+    that the list, filtered, is its personal part (filtered_answer).
+
+    The list must be for the profile's current bucket and geo, and the request's geo
+    filter must be the list's, or any one when the list has none (the user has no geo),
+    or none when the list's geo filter removed nothing it read (geo_safe). Price and
+    category filters always narrow.
+    """
+    if plist.algorithm != algorithm_for(profile.interaction_count) or plist.geo_id != (profile.geo_id or None):
+        return False
+    return (filters.geo_id == plist.geo_id or plist.geo_id is None
+            or (filters.geo_id is None and plist.geo_safe))
+
+
+def filtered_answer(source: Source, plist: PersonalList, profile: Profile, geo_id: int | None, filters: Filters,
+                    size: int, excluded) -> Ranked:
+    """A filtered request answered from the precomputed list: its items that pass the
+    filters and exclusions, in its order and sections, then popular items of the
+    request's segment (user_segment: its geo and category) fill what is left.
+
+    source.passing(ids, filters, skip) gives the ids that pass, without a read.
+    """
+    ranked = Ranked(size, filters, excluded)
+    bounds = [first for _, first in plist.sections[1:]] + [len(plist.ids)]
+    for (name, first), end in zip(plist.sections, bounds):
+        ranked.extend_checked(name, source.passing(plist.ids[first:end], filters, excluded))
+    if not ranked.full:
+        add_popular(ranked, source, user_segment(profile, geo_id, filters))
+    return ranked
+
+
+def answer_plan(plist: PersonalList | None, profile: Profile, geo_id: int | None, filters: Filters,
+                can_filter: bool = True) -> str:
+    """How personal_answer answers a request: STORED (the precomputed list as is),
+    FILTERED (the list filtered, then popular fill-in; needs a source with passing())
+    or COMPUTED (personalized_list)."""
+    if plist is not None:
+        if precomputed_answers(plist, profile, geo_id, filters):
+            return STORED
+        if can_filter and narrows(plist, profile, filters):
+            return FILTERED
+    return COMPUTED
+
+
+STORED, FILTERED, COMPUTED = "stored", "filtered", "computed"
+
+
 def personal_answer(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
-                    profile: Profile, plist: PersonalList | None = None, exclude=frozenset()):
-    """(list, primary algorithm) for a /personalized request: the precomputed list when it
-    answers the request exactly (precomputed_answers), the liked and excluded items
-    dropped from it; else personalized_list on the source."""
-    if plist is not None and precomputed_answers(plist, profile, geo_id, filters):
-        ids, sections = without(plist.ids, plist.sections, profile.liked | exclude if exclude else profile.liked)
+                    profile: Profile, plist: PersonalList | None = None, exclude=frozenset(), plan: str | None = None):
+    """(list, primary algorithm) for a /personalized request, as answer_plan says: the
+    precomputed list (liked and excluded items dropped), the list filtered for the
+    request (filtered_answer), else personalized_list on the source."""
+    plan = plan or answer_plan(plist, profile, geo_id, filters, getattr(source, "passing", None) is not None)
+    if plan == COMPUTED:
+        return personalized_list(source, user_id, geo_id, filters, size, profile=profile, exclude=exclude)
+    excluded = profile.liked | exclude if exclude else profile.liked
+    if plan == STORED:
+        ids, sections = without(plist.ids, plist.sections, excluded)
         return Listed(ids, sections), plist.algorithm
-    return personalized_list(source, user_id, geo_id, filters, size, profile=profile, exclude=exclude)
+    return filtered_answer(source, plist, profile, geo_id, filters, size, excluded), plist.algorithm
 
 
 def take(pairs, filters: Filters, limit: int | None, skip) -> list:

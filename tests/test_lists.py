@@ -73,6 +73,27 @@ def count_reads(app):
     return reads
 
 
+def filtered_reference(recs, sql_source, user_id, geo_id, filters):
+    """What a request the precomputed list narrows (shared.serving.narrows) gets, built
+    from SQL: the stored list's items that pass the filters (checked one by one on items
+    rows), in its sections, then popular items of the request's segment, read by SQL."""
+    from shared.serving import Ranked, add_popular, user_segment
+    from shared.store import ITEM_COLS, decode_sections
+
+    profile = sql_source.profile(user_id)
+    (ids, sections, algorithm), = query(recs, "SELECT item_ids, sections, algorithm FROM user_lists WHERE user_id = %s",
+                                        (user_id,))
+    sections = decode_sections(sections)
+    items = {row[0]: Item._make(row) for row in
+             query(recs, f"SELECT {ITEM_COLS} FROM items i WHERE i.item_id = ANY(%s)", (ids,))}
+    ranked = Ranked(SIZE, filters, profile.liked)
+    bounds = [first for _, first in sections[1:]] + [len(ids)]
+    for (name, first), end in zip(sections, bounds):
+        ranked.extend(name, [items[i] for i in ids[first:end] if i in items])
+    add_popular(ranked, sql_source, user_segment(profile, geo_id, filters))
+    return ranked, algorithm
+
+
 def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
     recs = lists_env["RECOMMENDATIONS_DATABASE_URL"]
     users = [u for (u,) in query(recs, "SELECT DISTINCT ON (LEAST(interaction_count, 3)) user_id FROM user_profiles "
@@ -90,6 +111,7 @@ def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
     reads = count_reads(app)
     assert client.post("/popular", json={}).status_code == 200  # loads the catalogue snapshot
     plain_single_reads = 0
+    answered = {"stored": 0, "filtered": 0, "computed": 0}
     for user_id in users:
         own = geos.get(user_id)
         requests = [
@@ -106,25 +128,37 @@ def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
             seen.append((geo_id, f))
             body = {"user_id": user_id, "filters": f, **({"geo_id": geo_id} if geo_id else {})}
             filters = Filters(f.get("price_from"), f.get("price_to"), f.get("category"), geo_id or f.get("geo_id"))
-            reference, algorithm = personalized_list(sql_source, user_id, geo_id, filters, SIZE)
+            # The stored list is the answer for the user's own geo (segment and filter); a
+            # request without the geo filter, or with a price range holding all its items, gets it too.
+            geo_filter = geo_id or f.get("geo_id")
+            lo, hi = priced.get(user_id, (None, None))
+            listed = user_id in priced
+            plain = (listed and "category" not in f and geo_id in (None, own)
+                     and (geo_filter == own or geo_filter is None and (own is None or user_id in safe))
+                     and ("price_from" not in f or lo is not None and f["price_from"] <= lo)
+                     and ("price_to" not in f or hi is not None and f["price_to"] >= hi))
+            # Any other filter narrows the stored list when the geo filter is the list's
+            # (any, when the user has no geo; none, when the list's geo filter removed nothing).
+            narrowed = listed and not plain and (geo_filter == own or own is None
+                                                 or geo_filter is None and user_id in safe)
+            if narrowed:
+                reference, algorithm = filtered_reference(recs, sql_source, user_id, geo_id, filters)
+            else:
+                reference, algorithm = personalized_list(sql_source, user_id, geo_id, filters, SIZE)
+            answered["stored" if plain else "filtered" if narrowed else "computed"] += 1
             reads.clear()
             ids, labels, hits = whole_list(client, "/personalized", body)
             assert hits == [False, True]
             assert ids == reference.ids, (user_id, geo_id, f)
             assert labels == reference_labels(reference, algorithm), (user_id, geo_id, f)
+            profile = sql_source.profile(user_id)
+            assert len(set(ids)) == len(ids) and not (profile and set(ids) & profile.liked)
             assert len(reads) <= 2, (user_id, geo_id, f)  # the user's row, then segment lists in one query
-            # The stored list is the answer for the user's own geo (segment and filter); a
-            # request without the geo filter, or with a price range holding all its items, gets it too.
-            geo_filter = geo_id or f.get("geo_id")
-            lo, hi = priced.get(user_id, (None, None))
-            plain = ("category" not in f and geo_id in (None, own)
-                     and (geo_filter == own or geo_filter is None and (own is None or user_id in safe))
-                     and ("price_from" not in f or lo is not None and f["price_from"] <= lo)
-                     and ("price_to" not in f or hi is not None and f["price_to"] >= hi))
-            if algorithm != "popular" and plain:
+            if plain:
                 assert len(reads) == 1, (user_id, geo_id)  # the user's row (profile + list): nothing else
                 plain_single_reads += 1
     assert plain_single_reads >= 12  # 6 users with lists: their own geo, and a price range holding all
+    assert answered["filtered"] >= 12 and answered["computed"] >= 8, answered  # each way is exercised
 
 
 def test_popular_answers_equal_the_sql_computation(lists_env, sql_source):
