@@ -209,6 +209,23 @@ def test_an_item_out_of_stock_or_private_or_deleted_disappears_everywhere(env):
     assert out in env.client.post("/popular", json={"pagination": {"limit": 100}}).get_json()["items"]
 
 
+def test_a_hard_deleted_item_is_found_within_a_few_runs_when_each_checks_a_window(env, monkeypatch):
+    """Each run checks DELETION_CHECK_IDS served items for a hard delete, the next ones by id,
+    wrapping around: every item is checked within ceil(items / window) runs."""
+    served = [i for (i,) in query(env.recs, "SELECT item_id FROM items WHERE in_stock ORDER BY item_id")]
+    window = max(1, len(served) // 4 + 1)
+    monkeypatch.setattr(live, "DELETION_CHECK_IDS", window)
+    monkeypatch.setattr(live, "_deletion_cursor", 0)
+    deleted = served[-1]  # in the fourth (last) window
+    for table in ("handpicked_likes", "handpicked_present_clicks"):
+        main_exec(env.main, f"DELETE FROM {table} WHERE handpicked_present_id = %s", (deleted,))
+    main_exec(env.main, "DELETE FROM handpicked_presents WHERE id = %s", (deleted,))
+    found = [env.sync()["unavailable"] for _ in range(4)]
+    assert found == [0, 0, 0, 1]
+    assert deleted in env.cache.unavailable_since()
+    assert live._deletion_cursor == 0  # the last window reached the end: the next run starts over
+
+
 def test_post_events_like_is_gone_on_the_next_request_and_unlike_brings_it_back(env):
     user = user_with(env.recs, "interaction_count >= 3")
     before = personalized(env.client, user)
