@@ -5,6 +5,7 @@ refuses any write through it: read-only is enforced at the connection.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -33,6 +34,19 @@ def tcp_options(user_timeout_ms: int) -> dict:
             "tcp_user_timeout": int(user_timeout_ms)}
 
 
+def gss_options(url: str) -> dict:
+    """gssencmode=disable unless the URL or PGGSSENCMODE asks for GSS encryption.
+
+    libpq's default (prefer) looks for a Kerberos credential cache on every connect, which
+    runs the bundled krb5/GSSAPI libraries: about 1.3 MB of their pages in each web
+    worker's RSS, and a slower connect, for an encryption no deployment here uses.
+    GSSAPI authentication (pg_hba "gss") does not depend on it.
+    """
+    if os.environ.get("PGGSSENCMODE") or "gssencmode" in psycopg2.extensions.parse_dsn(url):
+        return {}
+    return {"gssencmode": "disable"}
+
+
 def _user_timeout_ms(statement_timeout_ms: int) -> int:
     # The API's connections (with a statement timeout) give up as soon as the request would;
     # workers' long COPYs and bulk writes get 30 s.
@@ -45,7 +59,7 @@ def connect_main(settings: Settings, statement_timeout_ms: int = 0, connect_time
         options += f" -c statement_timeout={int(statement_timeout_ms)}"
     return psycopg2.connect(
         settings.main_database_url, options=options, connect_timeout=connect_timeout_s, application_name="recs-main-ro",
-        **tcp_options(_user_timeout_ms(statement_timeout_ms)),
+        **tcp_options(_user_timeout_ms(statement_timeout_ms)), **gss_options(settings.main_database_url),
     )
 
 
@@ -59,7 +73,7 @@ def connect_recs(settings: Settings, statement_timeout_ms: int = 0, application_
         options=options,
         connect_timeout=API_CONNECT_TIMEOUT_S if statement_timeout_ms else 10,
         application_name=application_name,
-        **tcp_options(_user_timeout_ms(statement_timeout_ms)),
+        **tcp_options(_user_timeout_ms(statement_timeout_ms)), **gss_options(settings.recommendations_database_url),
     )
 
 
