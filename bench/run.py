@@ -120,6 +120,19 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float | None:
+    """Proportional set size: the worker's own pages plus its share of those it shares with
+    the gunicorn master and the other workers (preload_app): what a worker costs the machine.
+    VmRSS counts every shared page in full in each worker."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -150,6 +163,9 @@ class Gunicorn:
 
     def worker_rss(self) -> list[float]:
         return [rss_mb(pid) for pid in children(self.proc.pid)]
+
+    def worker_pss(self) -> list:
+        return [pss_mb(pid) for pid in children(self.proc.pid)]
 
     def stop(self):
         self.proc.terminate()
@@ -399,7 +415,8 @@ def markdown(result: dict) -> str:
                      f"precomputed lists (user_lists {db['tables_mb'].get('user_lists')} MB, popular_lists "
                      f"{db['tables_mb'].get('popular_lists')} MB).")
     lines += [f"API worker RSS (MB): after warm-up {result['api_worker_rss_mb']['after_warmup']}, "
-              f"after load {result['api_worker_rss_mb']['after_load']}.",
+              f"after load {result['api_worker_rss_mb']['after_load']} (PSS, shared pages split between "
+              f"processes: {result.get('api_worker_pss_mb', {}).get('after_load')}).",
               f"Cache-hit throughput vs baseline at c=8: popular {result['ratios']['hit_popular_vs_baseline']}, "
               f"personalized {result['ratios']['hit_personalized_vs_baseline']}."]
     if "live" in result:
@@ -642,7 +659,7 @@ def main(argv=None) -> int:
         grid = {name: {conc: median_block(blocks) for conc, blocks in by_conc.items()} for name, by_conc in runs.items()}
         errors = sum(b["non2xx"] + b["socket_errors"] for by_conc in runs.values() for blocks in by_conc.values()
                      for b in blocks)
-        rss_load = api.worker_rss()
+        rss_load, pss_load = api.worker_rss(), api.worker_pss()
         live_block = None
         if not args.no_live:
             print("bench: live block (sync worker and beat, likes, POST /events, burst)", flush=True)
@@ -669,6 +686,7 @@ def main(argv=None) -> int:
         "cache_miss": {"popular": at8["miss_popular"], "content_based": at8["miss_content_based"],
                        "collaborative": at8["miss_collaborative"]},
         "api_worker_rss_mb": {"after_warmup": rss_warm, "after_load": rss_load, "max": max(rss_warm + rss_load)},
+        "api_worker_pss_mb": {"after_load": pss_load},
         "errors": errors,
         "repeats": {"baseline_and_hits": args.repeats, "misses": 1},
         "refresh": refresh_result,
