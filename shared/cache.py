@@ -456,18 +456,10 @@ class Cache:
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         self._call(lambda: self.client.set(key, value, ex=ttl_s))
 
-    def store_miss(self, key: str, value: bytes, ttl_s: int, also=()) -> None:
-        """Cache a computed list, and the other (key, value, ttl_s) writes made for it, in one round trip."""
+    def store_miss(self, key: str, value: bytes, ttl_s: int) -> None:
+        """Cache a computed list (one SET: a pipeline costs the client more than the command)."""
         self._misses += 1
-
-        def run():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.set(key, value, ex=ttl_s)
-            for k, v, ttl in also:
-                pipe.set(k, v, ex=ttl)
-            pipe.execute()
-
-        self._call(run)
+        self._call(lambda: self.client.set(key, value, ex=ttl_s))
 
     def set_lists_basis(self, gens: dict) -> None:
         """Record the generations the user_lists just swapped in were built from."""
