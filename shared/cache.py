@@ -20,12 +20,11 @@ live TS_TTL_S.
 Live state (see shared/live.py): each user's cached /personalized lists live in one
 hash per user (`user:<id>`, field = generations + geo + filters), so
 invalidating a user is one DEL and never a key scan; a user's live feedback from
-POST /events is a second small hash (`fb:<id>`, item -> l|u). A lookup is one round
-trip (a Lua script: HGET, and only on a miss GET and HGETALL), and a hit does not read
-the feedback: a list in the user's hash was computed with every feedback recorded so
-far. That holds because every invalidation (an event, the live sync re-reading a user)
-also bumps the user's version (`uv:<id>`), which a miss reads with the feedback before
-computing, and the list is stored only while that version
+POST /events is a second small hash (`fb:<id>`, item -> l|u). A cache hit is one HGET
+and does not read the feedback: a list in the user's hash was computed with every
+feedback recorded so far. That holds because every invalidation (an event, the live
+sync re-reading a user) also bumps the user's version (`uv:<id>`), which a miss reads
+with the feedback before computing, and the list is stored only while that version
 is unchanged (a Lua check-and-set). A request that read the old state and finishes
 after the invalidation therefore stores nothing. Items found unavailable since the
 last popular refresh are a hash (`live:unavailable`) with a version (`gen:live`)
@@ -68,13 +67,6 @@ if current ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
-"""
-# A user's cached list; if there is none, the user's version and live feedback (flat
-# field/value pairs) for the computation: a miss costs one round trip, not two.
-LOOKUP_USER = """
-local value = redis.call('HGET', KEYS[1], ARGV[1])
-if value then return value end
-return {redis.call('GET', KEYS[2]) or false, redis.call('HGETALL', KEYS[3])}
 """
 LIKED, UNLIKED = b"l", b"u"
 TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
@@ -228,7 +220,6 @@ class Cache:
         self.unavailable: frozenset = frozenset()  # item ids not to serve, whatever a list says
         self._minutes: dict[int, dict[str, float]] = {}  # minute -> field -> increment not yet flushed
         self._store_if_current = client.register_script(STORE_IF_CURRENT)  # no I/O until first called
-        self._lookup_user = client.register_script(LOOKUP_USER)
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
@@ -353,17 +344,23 @@ class Cache:
         return key, value, gens
 
     def lookup_user(self, user_id: int, geo_id: int, filters_key: str) -> UserSlot:
-        """The user's cached list, or on a miss their live feedback and version for the
-        computation: one round trip either way (LOOKUP_USER). Counts the request."""
+        """The user's cached list: one HGET on a hit. On a miss, a second round trip reads
+        the user's live feedback and version for the computation. Counts the request."""
         gens = self.generations()
         key, list_field = user_key(user_id), user_list_field(gens, geo_id, filters_key)
-        found = self._call(lambda: self._lookup_user(keys=[key, version_key(user_id), feedback_key(user_id)],
-                                                     args=[list_field]))
+        value = self._call(lambda: self.client.hget(key, list_field))
         self._requests += 1
-        if not isinstance(found, list):
-            return UserSlot(user_id, key, list_field, found, {}, gens)
-        version, pairs = found
-        return UserSlot(user_id, key, list_field, None, dict(zip(pairs[::2], pairs[1::2])), gens, version)
+        if value is not None:
+            return UserSlot(user_id, key, list_field, value, {}, gens)
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(version_key(user_id))
+            pipe.hgetall(feedback_key(user_id))
+            return pipe.execute()
+
+        version, feedback = self._call(run)
+        return UserSlot(user_id, key, list_field, None, feedback, gens, version)
 
     def store_user(self, slot: UserSlot, value: bytes, ttl_s: int) -> bool:
         """Cache a computed list in the user's hash, unless the user was invalidated since

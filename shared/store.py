@@ -60,10 +60,13 @@ ORDER BY r.ord
 
 # Everything a /personalized miss needs about one user, in one indexed read: the
 # profile, the precomputed list (user_lists) and the collaborative list.
+# The bigint arrays come in binary (array_send, see SEGMENTS_SQL); the real[] scores as
+# text, whose values are the ones the SQL source reads (binary would widen the float4).
 USER_SQL = """
 SELECT p.user_id IS NOT NULL, p.interaction_count, p.preferred_categories, p.preferred_platforms, p.avg_price,
-       p.liked_item_ids, p.gender, p.age_group, p.geo_id,
-       l.item_ids, l.sections, l.algorithm, l.geo_id, l.geo_safe, l.price_lo, l.price_hi, r.item_ids, r.scores
+       array_send(p.liked_item_ids), p.gender, p.age_group, p.geo_id,
+       array_send(l.item_ids), l.sections, l.algorithm, l.geo_id, l.geo_safe, l.price_lo, l.price_hi,
+       array_send(r.item_ids), r.scores
 FROM (SELECT $1::bigint AS user_id) q
 LEFT JOIN user_profiles p ON p.user_id = q.user_id
 LEFT JOIN user_lists l ON l.user_id = q.user_id
@@ -186,10 +189,11 @@ class SqlSource:
         row = self._rows("recs_user", (user_id,), one=True)
         profile = None
         if row[0]:
-            profile = Profile(user_id, row[1], row[2] or {}, row[3] or {}, row[4], frozenset(row[5] or ()), row[6],
-                              row[7], row[8])
-        plist = None if row[9] is None else PersonalList(row[9], decode_sections(row[10]), *row[11:16])
-        return UserRow(profile, plist, (row[16] or [], row[17] or []))
+            profile = Profile(user_id, row[1], row[2] or {}, row[3] or {}, row[4], frozenset(binary_array(row[5])),
+                              row[6], row[7], row[8])
+        plist = None if row[9] is None else PersonalList(list(binary_array(row[9])), decode_sections(row[10]),
+                                                         *row[11:16])
+        return UserRow(profile, plist, (binary_array(row[16]) if row[16] is not None else [], row[17] or []))
 
     def segment_lists(self, segments) -> dict:
         """{segment: (item ids, scores)} of the segments that have a popular list, in one read."""
