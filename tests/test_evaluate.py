@@ -112,3 +112,14 @@ def test_bad_csv_type_is_refused(tmp_path):
         tmp_path / "bad.csv", index=False)
     with pytest.raises(SystemExit, match="type must be like or click"):
         load_csv(tmp_path / "bad.csv", None, None)
+
+
+def test_an_unreachable_main_db_is_a_clear_error_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from workers.evaluate import main
+
+    # A database that does not exist on a port nothing listens on: refused at once.
+    monkeypatch.setenv("MAIN_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/missing")
+    assert main(["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eval: cannot read the main DB") and "make seed" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -397,7 +397,14 @@ def main(argv=None) -> int:
     elif args.dataset == "completejourney":
         ds = load_complete_journey()
     else:
-        ds = load_main_db()
+        import psycopg2
+
+        try:
+            ds = load_main_db()
+        except psycopg2.OperationalError as exc:
+            print(f"eval: cannot read the main DB ({' '.join(str(exc).split())}): set MAIN_DATABASE_URL, or load "
+                  "demo data first (`make seed`), or use DATASET=completejourney", file=sys.stderr)
+            return 2
     # The service's own settings (DECAY_HALF_LIFE_DAYS, LIKE_WEIGHT, MAX_SIMILAR_USERS, ...).
     from shared.settings import load_settings
     from workers.pipeline import similarity_config
