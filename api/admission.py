@@ -6,8 +6,9 @@ PostgreSQL waits that long (seconds) to be read: healthy dependencies then look 
 their timeouts fire, and the request fails over to the database, which has a pool of 8.
 That was the 10,000-connection chaos case: thousands of 503s. Here a request waits at
 the gate *before* its first dependency call, so the ones running keep their calls short,
-and requests are admitted strictly first come, first served (gevent's Semaphore lets a
-newcomer take a slot released for a waiter, which starves the oldest). The wait counts
+and requests are admitted strictly first come, first served (shared.gate.FairGate:
+gevent's Semaphore lets a newcomer take a slot released for a waiter, which starves the
+oldest). The wait counts
 against REQUEST_TIMEOUT_MS (api.deadline sits outside this layer).
 
 Probes (/livez, /readyz, /health) skip the gate: an overloaded instance still answers them.
@@ -15,10 +16,9 @@ Outside gevent (Flask's test client, `flask run`) this is a pass-through.
 """
 from __future__ import annotations
 
-from collections import deque
-
 from api.auth import PUBLIC_PATHS
 from shared.deadline import green
+from shared.gate import FairGate
 
 # Enough to keep both the CPU and the dependencies busy; small enough that one turn of the
 # event loop stays short. With 10,000 connections (chaos), 32, 64, 256 and 1,024 all gave
@@ -26,38 +26,6 @@ from shared.deadline import green
 # one run each) and a lower p99 (12.8 / 8.8 / 14.1 / 18.9 s). Without the gate: 0.83, but
 # 4,767 answers of 503 and 5,059 client timeouts, the oldest requests starved.
 ACTIVE_REQUESTS = 64
-
-
-class FairGate:
-    """A counting semaphore for greenlets that hands a released slot to the longest waiter."""
-
-    def __init__(self, slots: int):
-        from gevent.event import Event
-
-        self._event = Event
-        self.free = slots
-        self.waiters: deque = deque()
-
-    def enter(self) -> None:
-        if self.free > 0 and not self.waiters:
-            self.free -= 1
-            return
-        turn = self._event()
-        self.waiters.append(turn)
-        try:
-            turn.wait()
-        except BaseException:  # the request's deadline, or the worker shutting down
-            if turn.is_set():
-                self.leave()  # a slot was handed over just now: pass it on
-            else:
-                self.waiters.remove(turn)
-            raise
-
-    def leave(self) -> None:
-        if self.waiters:
-            self.waiters.popleft().set()  # the slot goes to the longest waiter
-        else:
-            self.free += 1
 
 
 class Admission:
@@ -74,8 +42,8 @@ class Admission:
             if not green():
                 return self.app(environ, start_response)
             gate = self._gate = FairGate(self.slots)  # created in the worker, after fork
-        gate.enter()
+        gate.acquire()
         try:
             return self.app(environ, start_response)
         finally:
-            gate.leave()
+            gate.release()

@@ -78,13 +78,15 @@ def connect_recs(settings: Settings, statement_timeout_ms: int = 0, application_
 
 
 def _semaphore(size: int):
-    """gevent's own semaphore under gevent workers: a deadline (gevent.Timeout) that fires while
-    waiting on the stdlib one, built on a Condition, can leave it "released too many times"
-    (a RuntimeError, so a 500, seen with 10,000 connections)."""
+    """The pool's slots. Under gevent workers a FairGate: gevent's Semaphore lets a newcomer
+    take a released connection before the greenlets already waiting, which starved some
+    of them for their whole deadline (503s at concurrency 32 in `make bench`), and the
+    stdlib one, built on a Condition, can be left "released too many times" by a deadline
+    (gevent.Timeout) firing inside it (a RuntimeError, so a 500, seen with 10,000 connections)."""
     if green():
-        from gevent.lock import BoundedSemaphore
+        from shared.gate import FairGate
 
-        return BoundedSemaphore(size)
+        return FairGate(size)
     return threading.BoundedSemaphore(size)
 
 
