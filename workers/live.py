@@ -276,7 +276,7 @@ def _deletion_window(cur) -> list:
     ids = [r[0] for r in cur.fetchall()]
     if len(ids) < DELETION_CHECK_IDS:  # the end of the catalogue: the next run starts over
         _deletion_cursor = 0
-        if len(ids) < DELETION_CHECK_IDS and ids:
+        if ids:  # and this run checks the start too, to a full window
             cur.execute("SELECT item_id FROM items WHERE in_stock AND item_id < %s ORDER BY item_id LIMIT %s",
                         (ids[0], DELETION_CHECK_IDS - len(ids)))
             ids += [r[0] for r in cur.fetchall()]
