@@ -16,7 +16,7 @@ from api.admission import Admission
 from api.auth import Guard
 from api.deadline import RequestDeadline
 from api.fastpath import FastPath
-from api.http import MAX_BODY_BYTES, error_for, json_response, note_error
+from api.http import MAX_BODY_BYTES, error_for, json_response
 from api.services import Services
 from shared.settings import load_settings
 
@@ -45,10 +45,9 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.errorhandler(Exception)
     def _error(exc):
-        status, payload, headers = error_for(exc)
+        status, payload, headers = error_for(exc, request.environ)
         if status == 500:
             app.logger.exception("unhandled error")
-        note_error(request.environ, status, payload)
         resp = json_response(payload, status)
         for name, value in headers:
             resp.headers[name] = value

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from api.http import error_for, note_error, wsgi_json
+from api.http import error_for, wsgi_json
 from shared.deadline import TimedOut, within
 
 log = logging.getLogger("recs.deadline")
@@ -30,7 +30,6 @@ class RequestDeadline:
         except TimedOut as exc:
             log.warning("event=deadline_exceeded method=%s ms=%d", environ.get("REQUEST_METHOD"),
                         round(self.seconds * 1000))
-            status, payload, headers = error_for(exc)
-            note_error(environ, status, payload)
+            status, payload, headers = error_for(exc, environ)
             # exc_info: if the app had already started its response, the server drops the connection.
             return wsgi_json(start_response, status, payload, headers, sys.exc_info())

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import io
 
-from api.http import (MAX_BODY_BYTES, dumps, error_for, note_error, parse_body, status_line, too_large_payload,
-                      wsgi_json)
+from api.http import MAX_BODY_BYTES, dumps, error_for, parse_body, status_line, too_large_payload, wsgi_json
 from api.recommendations import note_result
 
 
@@ -67,10 +66,9 @@ class FastPath:
         try:
             result = handler(self.services, parse_body(environ["wsgi.input"].read(length) if length else b""))
         except Exception as exc:
-            status, payload, headers = error_for(exc)
+            status, payload, headers = error_for(exc, environ)
             if status == 500:
                 self.logger.exception("unhandled error")
-            note_error(environ, status, payload)
             return status, payload, headers
         note_result(environ, result)
         return 200, result, []

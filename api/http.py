@@ -7,6 +7,7 @@ import orjson
 from flask import Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
+from api.accesslog import ERROR
 from api.serve import DatabaseUnavailable
 from api.validation import RequestError
 from shared.deadline import TimedOut
@@ -54,12 +55,20 @@ def deadline_payload(exc: TimedOut) -> dict:
     return error_payload("unavailable", f"a dependency did not answer in time: {exc}")
 
 
-def error_for(exc: BaseException) -> tuple[int, dict, list]:
+def error_for(exc: BaseException, environ=None) -> tuple[int, dict, list]:
     """The one exception-to-response mapping: (status, JSON body, extra headers).
 
     Used by the Flask error handler, the WSGI fast path and the middlewares, so every
     path answers the same error the same way. A 500 is for bugs only; the caller logs it.
+    With the request's environ, a 5xx's reason is noted there for its access line.
     """
+    status, payload, headers = _error_for(exc)
+    if environ is not None and status >= 500:
+        environ[ERROR] = str(payload.get("message", payload.get("error", "")))[:200]
+    return status, payload, headers
+
+
+def _error_for(exc: BaseException) -> tuple[int, dict, list]:
     if isinstance(exc, RequestError):
         return exc.status, request_error_payload(exc), []
     if isinstance(exc, DatabaseUnavailable):
@@ -73,12 +82,6 @@ def error_for(exc: BaseException) -> tuple[int, dict, list]:
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
         return exc.code, error_payload(exc.name.lower().replace(" ", "_"), exc.description or exc.name), headers
     return 500, INTERNAL_ERROR, []
-
-
-def note_error(environ, status: int, payload: dict) -> None:
-    """A 5xx's reason, for the access line (api.accesslog)."""
-    if status >= 500:
-        environ["recs.error"] = str(payload.get("message", payload.get("error", "")))[:200]
 
 
 def status_line(status: int) -> str:

@@ -34,6 +34,22 @@ def _indexes(cur, table: str):
     return cur.fetchall()
 
 
+def copy_csv(cur, table: str, columns: list[str], chunks: Iterable[io.StringIO], on_chunk=None) -> int:
+    """COPY CSV chunks (workers.pipeline.frame_chunks) into a table; returns the rows copied.
+    on_chunk(rows) is called after each chunk."""
+    copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))).as_string(cur)
+    rows = 0
+    for chunk in chunks:
+        n = chunk.getvalue().count("\n")
+        chunk.seek(0)
+        cur.copy_expert(copy, chunk)
+        rows += n
+        if on_chunk:
+            on_chunk(n)
+    return rows
+
+
 def replace_tables(conn, tables: dict[str, tuple[list[str], Iterable[io.StringIO]]], progress=None,
                    before_commit=None) -> int:
     """Replace each table's contents with the CSV chunks given for it, atomically.
@@ -56,17 +72,8 @@ def replace_tables(conn, tables: dict[str, tuple[list[str], Iterable[io.StringIO
                         sql.Identifier(staging), sql.Identifier(table)
                     )
                 )
-                copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-                    sql.Identifier(staging), sql.SQL(", ").join(map(sql.Identifier, columns))
-                )
-                for chunk in chunks:
-                    text = chunk.getvalue()
-                    n = text.count("\n")
-                    chunk.seek(0)
-                    cur.copy_expert(copy.as_string(conn), chunk)
-                    rows += n
-                    if progress:
-                        progress(table, n)
+                rows += copy_csv(cur, staging, columns, chunks,
+                                 (lambda n, table=table: progress(table, n)) if progress else None)
                 indexes = _indexes(cur, table)
                 for name, indexdef, conname, condef in indexes:
                     if conname:

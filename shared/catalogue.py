@@ -146,18 +146,13 @@ class Catalogue:
         geo = filters.geo_id
         flags, price, category, geos = self._flags, self._price, self._category, self._geo
         if (summary is not None and summary.in_stock and (code is None or summary.categories == {code})
-                and (geo is None or summary.geos <= {geo})):
-            whole = not priced or summary.price_lo is not None and lo <= summary.price_lo and summary.price_hi <= hi
-            if whole or 2 * room >= len(ids):  # else few wanted: the loop below stops early
-                if whole:  # every id passes the filters
-                    out = list(range(len(ids)))
-                else:  # only the price range to check; every id is in the catalogue
-                    positions = ids if self._index is None else self._positions(ids)
-                    out = [k for k, pos in enumerate(positions) if lo <= price[pos] <= hi]
-                if skip:
-                    out = [k for k in out if ids[k] not in skip]
-                del out[room:]
-                return out
+                and (geo is None or summary.geos <= {geo})
+                and (not priced or summary.price_lo is not None and lo <= summary.price_lo and summary.price_hi <= hi)):
+            out = list(range(len(ids)))  # every id passes the filters
+            if skip:
+                out = [k for k in out if ids[k] not in skip]
+            del out[room:]
+            return out
         positions = self._positions(ids)
         if 4 * room >= len(ids):  # most ids are looked at: one comprehension per check beats one loop
             out = [k for k, pos in enumerate(positions) if flags[pos] == 2]
@@ -315,24 +310,22 @@ class SnapshotSource:
     def prefetch(self, segments) -> None:
         self._lists.update(self.snapshot.segment_lists(segments, self.read_segments))
 
-    def _segment(self, seg) -> SegmentList:
-        """A segment's list; the first segment not fetched yet brings every expected one along."""
-        lists = self._lists.get(seg)
-        if lists is None:
-            missing = [seg] + [s for s in self._expected if s not in self._lists and s != seg]
-            self._expected = []
-            self.prefetch(missing)
-            lists = self._lists[seg]
-        return lists
-
-    def popular(self, segments, filters=None, limit=None, skip=()):
-        filters = filters or Filters()
-        limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(segments)
+    def _fetch(self, segments) -> None:
+        """Fetch those of these segments not fetched yet; the first fetch brings every expected one along."""
         missing = [seg for seg in segments if seg not in self._lists]
         if missing:
             missing += [seg for seg in self._expected if seg not in self._lists and seg not in missing]
             self._expected = []
             self.prefetch(missing)
+
+    def _segment(self, seg) -> SegmentList:
+        self._fetch([seg])
+        return self._lists[seg]
+
+    def popular(self, segments, filters=None, limit=None, skip=()):
+        filters = filters or Filters()
+        limits = list(limit) if isinstance(limit, (list, tuple)) else [limit] * len(segments)
+        self._fetch(segments)
         out = {}
         catalogue = self.catalogue
         for seg, lim in zip(segments, limits):

@@ -467,24 +467,21 @@ def precompute_list(source: Source, profile: Profile, size: int) -> PersonalList
                         watch.lo if priced else None, watch.hi if priced else None)
 
 
-def precomputed_answers(plist: PersonalList, profile: Profile, geo_id: int | None, filters: Filters) -> bool:
+def precomputed_answers(plist: PersonalList, geo_id: int | None, filters: Filters) -> bool:
     """Whether a precomputed list is exactly what personalized_list gives this request.
 
     The request must have no category filter, use the list's segment (its geo is the
     user's own or none), have the list's geo filter (or none when that filter removed
     nothing the list read), and a price range that holds every item the list read.
     Every read then returns the same rows, so the computation is the same. The list
-    must also be for the profile's current bucket and geo. Anything else is computed
-    (personalized_list) from the segment lists.
+    must also fit the profile (fits_profile; answer_plan checks it first).
     """
     if filters.category is not None:
-        return False
-    if plist.algorithm != algorithm_for(profile.interaction_count) or plist.geo_id != (profile.geo_id or None):
         return False
     own = plist.geo_id or ANY_GEO
     if (geo_id if geo_id is not None else own) != own:
         return False
-    if filters.geo_id != plist.geo_id and not (filters.geo_id is None and plist.geo_safe):
+    if not _same_geo_filter(plist, filters):
         return False
     if filters.price_from is not None and (plist.price_lo is None or filters.price_from > plist.price_lo):
         return False
@@ -500,19 +497,26 @@ class Listed(NamedTuple):
     sections: list
 
 
-def narrows(plist: PersonalList, profile: Profile, filters: Filters) -> bool:
-    """Whether a request's filters only narrow what the precomputed list was built with, so
-    that the list, filtered, is its personal part (filtered_answer).
+STORED, FILTERED, COMPUTED = "stored", "filtered", "computed"  # answer_plan's answers
 
-    The list must be for the profile's current bucket and geo, and the request's geo
-    filter must be the list's, or any one when the list has none (the user has no geo),
-    or none when the list's geo filter removed nothing it read (geo_safe). Price and
-    category filters always narrow.
+
+def fits_profile(plist: PersonalList, profile: Profile) -> bool:
+    """Whether a precomputed list was built for the profile's current bucket and geo."""
+    return plist.algorithm == algorithm_for(profile.interaction_count) and plist.geo_id == (profile.geo_id or None)
+
+
+def _same_geo_filter(plist: PersonalList, filters: Filters) -> bool:
+    """The request's geo filter is the list's, or none while the list's removed nothing it read (geo_safe)."""
+    return filters.geo_id == plist.geo_id or (filters.geo_id is None and plist.geo_safe)
+
+
+def narrows(plist: PersonalList, filters: Filters) -> bool:
+    """Whether a request's filters only narrow what the precomputed list was built with, so
+    that the list, filtered, is its personal part (filtered_answer): its geo filter is the
+    list's (_same_geo_filter), or any one when the list has none (the user has no geo).
+    Price and category filters always narrow.
     """
-    if plist.algorithm != algorithm_for(profile.interaction_count) or plist.geo_id != (profile.geo_id or None):
-        return False
-    return (filters.geo_id == plist.geo_id or plist.geo_id is None
-            or (filters.geo_id is None and plist.geo_safe))
+    return plist.geo_id is None or _same_geo_filter(plist, filters)
 
 
 def filtered_answer(source: Source, plist: PersonalList, profile: Profile, geo_id: int | None, filters: Filters,
@@ -524,9 +528,8 @@ def filtered_answer(source: Source, plist: PersonalList, profile: Profile, geo_i
     source.passing(ids, filters, skip) gives the ids that pass, without a read.
     """
     ranked = Ranked(size, filters, excluded)
-    bounds = [first for _, first in plist.sections[1:]] + [len(plist.ids)]
-    for (name, first), end in zip(plist.sections, bounds):
-        ranked.extend_checked(name, source.passing(plist.ids[first:end], filters, excluded))
+    for name, run in section_runs(plist.ids, plist.sections):
+        ranked.extend_checked(name, source.passing(run, filters, excluded))
     if not ranked.full:
         add_popular(ranked, source, user_segment(profile, geo_id, filters))
     return ranked
@@ -537,15 +540,13 @@ def answer_plan(plist: PersonalList | None, profile: Profile, geo_id: int | None
     """How personal_answer answers a request: STORED (the precomputed list as is),
     FILTERED (the list filtered, then popular fill-in; needs a source with passing())
     or COMPUTED (personalized_list)."""
-    if plist is not None:
-        if precomputed_answers(plist, profile, geo_id, filters):
-            return STORED
-        if can_filter and narrows(plist, profile, filters):
-            return FILTERED
+    if plist is None or not fits_profile(plist, profile):
+        return COMPUTED
+    if precomputed_answers(plist, geo_id, filters):
+        return STORED
+    if can_filter and narrows(plist, filters):
+        return FILTERED
     return COMPUTED
-
-
-STORED, FILTERED, COMPUTED = "stored", "filtered", "computed"
 
 
 def personal_answer(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
@@ -599,13 +600,20 @@ def without(ids: list, sections: list, excluded) -> tuple[list, list]:
     """
     if not excluded or excluded.isdisjoint(ids):
         return ids, sections
-    kept, out_sections, bounds = [], [], [first for _, first in sections[1:]] + [len(ids)]
-    for (name, first), end in zip(sections, bounds):
+    kept, out_sections = [], []
+    for name, run in section_runs(ids, sections):
         start = len(kept)
-        kept.extend(i for i in ids[first:end] if i not in excluded)
+        kept.extend(i for i in run if i not in excluded)
         if len(kept) > start:
             out_sections.append((name, start))
     return kept, out_sections
+
+
+def section_runs(ids: list, sections: list):
+    """(algorithm, its ids) for each section of a ranked list, in order."""
+    ends = [first for _, first in sections[1:]] + [len(ids)]
+    for (name, first), end in zip(sections, ends):
+        yield name, ids[first:end]
 
 
 def algorithm_label(sections, total: int, start: int, stop: int, primary: str) -> str:

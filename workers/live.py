@@ -45,6 +45,7 @@ import time
 import pandas as pd
 
 from shared import main_queries
+from shared.bulk import copy_csv
 from shared.cache import TOUCHED_KEY, Cache
 from shared.db import connect_main, connect_recs
 from shared.settings import Settings
@@ -79,7 +80,6 @@ FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists"
 # not slow the sync; the others are served computed (exactly the same answers) until
 # the next lists job. Users a fold-in made collaborative come first.
 LISTS_MAX = 500
-PROFILE_COLUMNS = PROFILE_ROW_COLUMNS
 
 # The latest success of a job and when its snapshot was read at the earliest: its own
 # start, or the start of the refresh_all run it was part of (one snapshot for all steps).
@@ -189,12 +189,12 @@ def apply_users(main, cur, settings: Settings, users: list, ref_ts: float | None
         # COPY into a temporary table, then one upsert: the rows as the full job writes them.
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS live_profiles_in (LIKE user_profiles INCLUDING DEFAULTS) "
                     "ON COMMIT DELETE ROWS")
-        _copy(cur, "live_profiles_in", PROFILE_COLUMNS, profile_rows(prof))
+        _copy(cur, "live_profiles_in", PROFILE_ROW_COLUMNS, profile_rows(prof))
         cur.execute(f"""
-            INSERT INTO user_profiles ({", ".join(PROFILE_COLUMNS)})
-            SELECT {", ".join(PROFILE_COLUMNS)} FROM live_profiles_in
+            INSERT INTO user_profiles ({", ".join(PROFILE_ROW_COLUMNS)})
+            SELECT {", ".join(PROFILE_ROW_COLUMNS)} FROM live_profiles_in
             ON CONFLICT (user_id) DO UPDATE SET
-              {", ".join(f"{c} = EXCLUDED.{c}" for c in PROFILE_COLUMNS[1:])}, updated_at = now()""")
+              {", ".join(f"{c} = EXCLUDED.{c}" for c in PROFILE_ROW_COLUMNS[1:])}, updated_at = now()""")
         cur.execute("TRUNCATE live_profiles_in")
         cur.execute("INSERT INTO live_touched_users (user_id) SELECT unnest(%s::bigint[]) "
                     "ON CONFLICT (user_id) DO UPDATE SET touched_at = now()", (prof["user_id"].astype(int).tolist(),))
@@ -205,10 +205,8 @@ def apply_users(main, cur, settings: Settings, users: list, ref_ts: float | None
 
 
 def _copy(cur, table: str, columns: list[str], frame: pd.DataFrame) -> None:
-    """COPY a frame's rows into a table (names are this module's constants), CSV as the full jobs write it."""
-    for chunk in frame_chunks(frame, columns):
-        chunk.seek(0)
-        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", chunk)
+    """COPY a frame's rows into a table, CSV as the full jobs write it."""
+    copy_csv(cur, table, columns, frame_chunks(frame, columns))
 
 
 def needs_fold_in(cur, users: list) -> list[int]:
