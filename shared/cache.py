@@ -47,6 +47,8 @@ from typing import NamedTuple
 import orjson
 import redis
 
+from shared.deadline import green
+
 log = logging.getLogger("recs.cache")
 PREFIX = "recs:"
 GEN_KINDS = ("popular", "profiles", "similarities")
@@ -87,8 +89,6 @@ class CacheUnavailable(Exception):
 def _lifo_queue():
     """The pool's queue: gevent's under gevent workers, where a deadline (gevent.Timeout) can
     interrupt a wait, which the stdlib queue's Condition does not survive intact."""
-    from shared.deadline import green
-
     if green():
         from gevent.queue import LifoQueue
 
@@ -456,7 +456,7 @@ class Cache:
     def store_miss(self, key: str, value: bytes, ttl_s: int) -> None:
         """Cache a computed list (one SET: a pipeline costs the client more than the command)."""
         self._misses += 1
-        self._call(lambda: self.client.set(key, value, ex=ttl_s))
+        self.set(key, value, ttl_s)
 
     def set_lists_basis(self, gens: dict) -> None:
         """Record the generations the user_lists just swapped in were built from."""

@@ -308,13 +308,7 @@ def add_collaborative(ranked: Ranked, source: Source, user_id: int, segment: tup
     read = segment_popular(ranked, source, segment)
     ids, scores = next(reversed(read.values()))
     top = max(scores, default=0.0) or 1.0
-    popularity: dict = {}
-    get = popularity.get
-    for item_id, score in zip(ids, scores):  # as _normalised, without Items
-        value = score / top
-        prev = get(item_id)
-        if value > (-1.0 if prev is None else prev):
-            popularity[item_id] = value
+    popularity = {item_id: score / top for item_id, score in zip(ids, scores)}  # a segment lists an item once
     blended = {item_id: value for item_id, (_, value) in scored.items()}
     get = blended.get
     for item_id, pop in popularity.items():

@@ -78,7 +78,8 @@ LOCK_TTL_S = 600
 FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists")
 # Stored lists recomputed per run (a few ms each over the SQL source), so a burst does
 # not slow the sync; the others are served computed (exactly the same answers) until
-# the next lists job. Users a fold-in made collaborative come first.
+# the next lists job. The users a run re-read take at most half; the rest is kept for
+# the users its fold-ins made collaborative.
 LISTS_MAX = 500
 
 # The latest success of a job and when its snapshot was read at the earliest: its own
@@ -211,7 +212,7 @@ def _copy(cur, table: str, columns: list[str], frame: pd.DataFrame) -> None:
 
 def needs_fold_in(cur, users: list) -> list[int]:
     """Of these users, those with 3+ interactions and no neighbours (their profiles as written now)."""
-    if not len(users):
+    if not users:
         return []
     cur.execute("SELECT p.user_id FROM user_profiles p WHERE p.user_id = ANY(%s::bigint[]) "
                 "AND p.interaction_count >= %s "
@@ -248,10 +249,9 @@ def fold_in(main, cur, settings: Settings, users: list, ref_ts: float | None) ->
     cur.execute("DELETE FROM user_similarities WHERE user_id = ANY(%s::bigint[])", (users,))
     cur.execute("DELETE FROM user_recommendations WHERE user_id = ANY(%s::bigint[])", (users,))
     cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s::bigint[])", (users,))
-    for table, columns in SIMILARITY_COLUMNS.items():
-        frame = sims if table == "user_similarities" else recommendation_rows(recs)
+    for table, frame in {"user_similarities": sims, "user_recommendations": recommendation_rows(recs)}.items():
         if len(frame):
-            _copy(cur, table, columns, frame)
+            _copy(cur, table, SIMILARITY_COLUMNS[table], frame)
     log.info("live=fold_in users=%s candidates=%s full_read=%s pairs=%s neighbours=%s ms=%.0f", len(users),
              len(candidates), full_read, len(pairs), len(sims), (time.perf_counter() - started) * 1000)
     return len(sims)
@@ -407,7 +407,7 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             with recs.cursor() as cur:
                 if users:
                     _, prof = apply_users(main, cur, settings, users, state["likes"]["ref_ts"])
-                    due = needs_fold_in(cur, prof.loc[prof["interaction_count"] >= MIN_INTERACTIONS, "user_id"])
+                    due = needs_fold_in(cur, prof["user_id"].tolist())
                 gone, back = ({}, [])
                 if result["rounds"] == 0:
                     gone, back = sync_presents(main, cur, cache, state["presents"], now)
@@ -431,14 +431,14 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             if time.monotonic() - started > time_budget_s:
                 break
         pending = cache.pending_fold_ins()
-        fold = pending[:FOLD_IN_MAX]
+        batch = pending[:FOLD_IN_MAX]
         with recs.cursor() as cur:
-            fold = needs_fold_in(cur, fold)  # the full similarity job may have given them neighbours since
+            fold = needs_fold_in(cur, batch)  # the full similarity job may have given them neighbours since
             fold_in(main, cur, settings, fold, state["likes"]["ref_ts"])
             save_state(cur, state, caught_up)
         recs.commit()
         # Their lists were content-based until this commit (and may be cached so again).
-        cache.fold_ins_done(pending[:FOLD_IN_MAX])
+        cache.fold_ins_done(batch)
         if fold:
             relist_some(fold)
             cache.invalidate_users(fold)

@@ -251,9 +251,9 @@ def profile_rows(prof: pd.DataFrame) -> pd.DataFrame:
 def _user_profiles(run, out, settings, cache, snap, progress):
     snap = snap or read_snapshot(settings)
     prof = compute_profiles(snap.pairs(settings), snap.demographics(), snap.items)
-    kept = prof[PROFILE_COLUMNS].copy()  # for the list precompute, before the columns become text
-    cols = PROFILE_ROW_COLUMNS
-    out["rows"] = _write(run, settings, {"user_profiles": (cols, frame_chunks(profile_rows(prof), cols))}, progress)
+    kept = prof[PROFILE_COLUMNS].copy()  # for the list precompute
+    out["rows"] = _write(run, settings, {"user_profiles": (PROFILE_ROW_COLUMNS, frame_chunks(
+        profile_rows(prof), PROFILE_ROW_COLUMNS))}, progress)
     snap.outputs["profiles"] = (kept, cache.bump("profiles"))
 
 
