@@ -13,8 +13,8 @@ Live state is honoured on every request, hits included. Items unavailable since 
 last popular refresh (the process's in-memory set, shared.cache.Cache.unavailable) are
 filtered out of every list. For /personalized, a miss folds what the user liked or
 unliked through POST /events into the list it computes, and a cached list always
-honours it: an event drops the user's cached lists, and a list computed before the
-event is never stored after it (shared.cache.Cache.store_user).
+honours it: an event gives the user a new version, and a list computed before the
+event is never served after it (shared.cache.Cache.lookup_user).
 """
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ class KeySlot:
 
 
 class UserSlot:
-    """A list cached in its user's hash (/personalized): one HGET on a hit; on a miss, also
-    the user's live feedback, which the computed list honours (shared.cache.Cache.lookup_user)."""
+    """A list cached in its user's hash (/personalized): one HMGET, hit or miss; a miss by a user
+    with live feedback also reads it, and the computed list honours it (shared.cache.Cache.lookup_user)."""
 
     def __init__(self, cache, user_id: int, geo_id: int, filters_key: str):
         self.cache = cache

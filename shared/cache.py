@@ -17,16 +17,17 @@ same flush writes the per-minute series the dashboard draws (`recs:ts:<minute>`:
 requests, misses, and request latency as a count, a sum and coarse buckets), which
 live TS_TTL_S.
 
-Live state (see shared/live.py): each user's cached /personalized lists live in one
-hash per user (`user:<id>`, field = generations + geo + filters), so
-invalidating a user is one DEL and never a key scan; a user's live feedback from
-POST /events is a second small hash (`fb:<id>`, item -> l|u). A cache hit is one HGET
-and does not read the feedback: a list in the user's hash was computed with every
-feedback recorded so far. That holds because every invalidation (an event, the live
-sync re-reading a user) also bumps the user's version (`uv:<id>`), which a miss reads
-with the feedback before computing, and the list is stored only while that version
-is unchanged (a Lua check-and-set). A request that read the old state and finishes
-after the invalidation therefore stores nothing. Items found unavailable since the
+Live state (see shared/live.py): everything cached about one user is one hash
+(`user:<id>`): its /personalized lists (field `l:<generations>:<geo>:<filters>`), a
+version (`v`), and the live feedback from POST /events (`f:<item>` -> l|u with the
+mark's expiry, and a flag `f`). A lookup is one HMGET of the list's field, `v` and
+`f`, so a miss knows the version (and whether there is feedback) without a second
+round trip. A cached list starts with the version it was computed under, and it is
+served only while that is still the user's version. Every invalidation (an event,
+the live sync re-reading a user) sets a new, never reused version, so it drops all
+the user's lists at once, with no key scan; and a request that read the old state
+and stores its list after the invalidation stores one that is never served. A miss
+reads the feedback (HGETALL) only when the flag says there is some. Items found unavailable since the
 last popular refresh are a hash (`live:unavailable`) with a version (`gen:live`)
 read with the generations: each process reloads the set only when the version
 changes and filters it out of every list, cache hits included.
@@ -38,6 +39,7 @@ caller serves from the recommendations DB instead.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from bisect import bisect_left
 import time
@@ -61,15 +63,9 @@ LIVE_GEN_KEY = PREFIX + "gen:live"
 LISTS_KEY = PREFIX + "gen:lists"
 UNAVAILABLE_KEY = PREFIX + "live:unavailable"
 UNAVAILABLE_TTL_S = 7 * 86400  # the popular refresh trims it long before
-VERSION_TTL_S = 8 * 86400  # outlives any cached list (CACHE_TTL_PERSONALIZED is at most 7 days)
-# Store a user's list only if their version is still the one read before computing it.
-STORE_IF_CURRENT = """
-local current = redis.call('GET', KEYS[2]) or ''
-if current ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return 1
-"""
+# A user's hash: its version, the flag "has live feedback", and the feedback marks' field prefix.
+VERSION_FIELD, FEEDBACK_FLAG, MARK_PREFIX = b"v", b"f", b"f:"
+INVALIDATED_TTL_S = 3600  # a hash that held nothing when its user was invalidated: just the version
 LIKED, UNLIKED = b"l", b"u"
 TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
 TOUCHED_TTL_S = 86400
@@ -139,18 +135,13 @@ def profile_key(gens: dict, user_id: int) -> str:
 
 
 def user_key(user_id: int) -> str:
-    """The hash holding every cached /personalized list and the profile of one user."""
+    """The hash holding one user's cached /personalized lists, version and live feedback."""
     return f"{PREFIX}user:{user_id}"
 
 
-def version_key(user_id: int) -> str:
-    """A counter bumped whenever the user's cached lists are dropped (see store_user)."""
-    return f"{PREFIX}uv:{user_id}"
-
-
-def feedback_key(user_id: int) -> str:
-    """The hash of a user's live feedback (POST /events): item id -> LIKED | UNLIKED."""
-    return f"{PREFIX}fb:{user_id}"
+def new_version() -> bytes:
+    """A user version never used before (a counter could rewind when its hash expires)."""
+    return f"{time.time_ns():x}{os.urandom(4).hex()}".encode()
 
 
 def basis(gens: dict) -> str:
@@ -174,10 +165,10 @@ class UserSlot(NamedTuple):
     user_id: int
     key: str
     list_field: str
-    value: bytes | None  # the cached list (encode_list)
+    value: bytes | None  # the cached list (encode_list), served only when cached under the current version
     feedback: dict  # {item_id: LIKED | UNLIKED}; read on a miss only (a hit's list already honours it)
     gens: dict
-    version: bytes | None = None  # the user's version when the miss read the feedback
+    version: bytes = b""  # the user's version at the lookup: a list computed now is stored under it
 
 
 def encode_list(ids: list, sections: list, algorithm: str) -> bytes:
@@ -191,9 +182,20 @@ def decode_list(raw: bytes) -> tuple[list, list, str]:
 
 
 def live_exclusions(feedback: dict) -> tuple[frozenset, frozenset]:
-    """(liked, unliked) item ids from a user's live feedback hash."""
-    liked = frozenset(int(k) for k, v in feedback.items() if v == LIKED)
-    return liked, frozenset(int(k) for k, v in feedback.items() if v == UNLIKED)
+    """(liked, unliked) item ids from a user's live feedback {item_id: mark}."""
+    liked = frozenset(k for k, v in feedback.items() if v == LIKED)
+    return liked, frozenset(k for k, v in feedback.items() if v == UNLIKED)
+
+
+def _feedback(fields: dict, now: float) -> dict:
+    """{item_id: mark} from a user's hash: its `f:<item>` fields (mark:expiry) not yet expired."""
+    out = {}
+    for name, value in fields.items():
+        if name.startswith(MARK_PREFIX):
+            mark, _, until = value.partition(b":")
+            if int(until or 0) > now:
+                out[int(name[len(MARK_PREFIX):])] = mark
+    return out
 
 
 def list_key(kind: str, suffix: str, gens: dict) -> str:
@@ -219,7 +221,6 @@ class Cache:
         self._live_gen: bytes | None = None
         self.unavailable: frozenset = frozenset()  # item ids not to serve, whatever a list says
         self._minutes: dict[int, dict[str, float]] = {}  # minute -> field -> increment not yet flushed
-        self._store_if_current = client.register_script(STORE_IF_CURRENT)  # no I/O until first called
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
@@ -344,47 +345,56 @@ class Cache:
         return key, value, gens
 
     def lookup_user(self, user_id: int, geo_id: int, filters_key: str) -> UserSlot:
-        """The user's cached list: one HGET on a hit. On a miss, a second round trip reads
-        the user's live feedback and version for the computation. Counts the request."""
+        """The user's cached list, with their version: one HMGET, hit or miss. A miss by a
+        user with live feedback reads it too (a second round trip). Counts the request."""
         gens = self.generations()
         key, list_field = user_key(user_id), user_list_field(gens, geo_id, filters_key)
-        value = self._call(lambda: self.client.hget(key, list_field))
+        value, version, flagged = self._call(lambda: self.client.hmget(key, (list_field, VERSION_FIELD, FEEDBACK_FLAG)))
         self._requests += 1
-        if value is not None:
-            return UserSlot(user_id, key, list_field, value, {}, gens)
+        version = version or b""
+        if value is not None and value.startswith(version + b"|"):
+            return UserSlot(user_id, key, list_field, value[len(version) + 1:], {}, gens, version)
+        if flagged is None:
+            return UserSlot(user_id, key, list_field, None, {}, gens, version)
+        fields = self._call(lambda: self.client.hgetall(key))  # version and feedback as of one moment
+        return UserSlot(user_id, key, list_field, None, _feedback(fields, time.time()), gens,
+                        fields.get(VERSION_FIELD, b""))
+
+    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int) -> None:
+        """Cache a computed list in the user's hash under the version lookup_user read: if the
+        user was invalidated meanwhile, it is stored but never served (lookup_user checks).
+        The hash keeps the longest TTL any of its lists or feedback needs."""
+        self._misses += 1
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            pipe.get(version_key(user_id))
-            pipe.hgetall(feedback_key(user_id))
-            return pipe.execute()
+            pipe.hset(slot.key, slot.list_field, slot.version + b"|" + value)
+            pipe.expire(slot.key, ttl_s, nx=True)
+            pipe.expire(slot.key, ttl_s, gt=True)
+            pipe.execute()
 
-        version, feedback = self._call(run)
-        return UserSlot(user_id, key, list_field, None, feedback, gens, version)
-
-    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int) -> bool:
-        """Cache a computed list in the user's hash, unless the user was invalidated since
-        lookup_user read their feedback (then the list may be stale: not stored, False)."""
-        self._misses += 1
-        return bool(self._call(lambda: self._store_if_current(
-            keys=[slot.key, version_key(slot.user_id)], args=[slot.list_field, value, slot.version or b"", ttl_s])))
+        self._call(run)
 
     def _invalidate(self, pipe, users) -> None:
         for u in users:
-            pipe.incr(version_key(u))
-            pipe.expire(version_key(u), VERSION_TTL_S)
-        pipe.delete(*[user_key(u) for u in users])
+            pipe.hset(user_key(u), VERSION_FIELD, new_version())
+            pipe.expire(user_key(u), INVALIDATED_TTL_S, nx=True)
 
     def record_feedback(self, events, ttl_s: int) -> None:
-        """Live feedback [(user_id, item_id, LIKED | UNLIKED | None)]: stored, and each user's cached lists dropped.
-
-        None (a click) only drops the cached lists. One round trip for the whole batch.
-        """
+        """Live feedback [(user_id, item_id, LIKED | UNLIKED | None)]: stored for ttl_s, and
+        each user's cached lists dropped. None (a click) only drops the cached lists. One
+        round trip for the whole batch."""
+        until = int(time.time()) + ttl_s
         pipe = self.client.pipeline(transaction=True)
+        marked = set()
         for user_id, item_id, mark in events:
             if mark is not None:
-                pipe.hset(feedback_key(user_id), str(item_id), mark)
-                pipe.expire(feedback_key(user_id), ttl_s)
+                pipe.hset(user_key(user_id), MARK_PREFIX + str(item_id).encode(), mark + b":%d" % until)
+                marked.add(user_id)
+        for user_id in marked:
+            pipe.hset(user_key(user_id), FEEDBACK_FLAG, b"1")
+            pipe.expire(user_key(user_id), ttl_s, nx=True)
+            pipe.expire(user_key(user_id), ttl_s, gt=True)
         users = {user_id for user_id, _, _ in events}
         self._invalidate(pipe, users)
         pipe.sadd(TOUCHED_KEY, *users)
@@ -413,7 +423,7 @@ class Cache:
             self._call(lambda part=users[start:start + 10_000]: self.client.srem(FOLD_IN_KEY, *part))
 
     def invalidate_users(self, user_ids) -> int:
-        """Drop the cached lists of these users (one DEL per user, no scan) and bump their versions."""
+        """Drop the cached lists of these users (a new version each, no scan); returns how many."""
         users = list(user_ids)
         if not users:
             return 0
@@ -421,9 +431,10 @@ class Cache:
         def run():
             pipe = self.client.pipeline(transaction=True)
             self._invalidate(pipe, users)
-            return pipe.execute()[-1]
+            pipe.execute()
 
-        return self._call(run)
+        self._call(run)
+        return len(users)
 
     def set_unavailable(self, gone: dict, back=()) -> None:
         """Items to stop serving ({item_id: epoch seen}) and items available again; bumps the live version."""

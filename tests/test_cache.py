@@ -1,4 +1,6 @@
 """The cache layer on fakeredis (fast unit tests; the API tests use a real Redis)."""
+import time
+
 import fakeredis
 import pytest
 
@@ -101,8 +103,6 @@ def test_hit_rate(cache):
 
 
 def test_unreachable_redis_raises_quickly_and_breaker_opens():
-    import time
-
     import redis
 
     cache = Cache(redis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2), breaker_s=5)
@@ -115,7 +115,7 @@ def test_unreachable_redis_raises_quickly_and_breaker_opens():
 
 
 def test_feedback_is_kept_with_a_ttl_and_drops_the_users_cached_lists(cache):
-    from shared.cache import LIKED, UNLIKED, feedback_key, live_exclusions, user_key
+    from shared.cache import LIKED, UNLIKED, live_exclusions, user_key
 
     slot = cache.lookup_user(7, 213, "f")
     assert slot.value is None and slot.feedback == {}
@@ -125,11 +125,33 @@ def test_feedback_is_kept_with_a_ttl_and_drops_the_users_cached_lists(cache):
     cache.store_user(cache.lookup_user(8, 213, "f"), b"[2]", 900)
     cache.record_feedback([(7, 42, LIKED), (7, 43, UNLIKED), (7, 44, None)], ttl_s=600)
     after = cache.lookup_user(7, 213, "f")
-    # One DEL dropped every list of the user.
+    # The new version dropped every list of the user at once.
     assert after.value is None and cache.lookup_user(7, 213, "g").value is None
     assert live_exclusions(after.feedback) == (frozenset({42}), frozenset({43}))  # a click marks nothing
-    assert 0 < cache.client.ttl(feedback_key(7)) <= 600 and cache.client.exists(user_key(8))  # others untouched
+    # The hash keeps the longer TTL its lists need; the other user is untouched.
+    assert 600 < cache.client.ttl(user_key(7)) <= 900 and cache.lookup_user(8, 213, "f").value == b"[2]"
     assert sorted(cache.pop_touched()) == [7] and cache.pop_touched() == []
+
+
+def test_live_feedback_outlives_a_shorter_list_ttl_and_then_expires(cache, monkeypatch):
+    from shared.cache import LIKED, user_key
+
+    cache.record_feedback([(7, 42, LIKED)], ttl_s=600)
+    cache.store_user(cache.lookup_user(7, 0, "f"), b"[1]", 60)  # a shorter TTL never shortens the feedback's
+    assert 60 < cache.client.ttl(user_key(7)) <= 600
+    assert cache.lookup_user(7, 0, "g").feedback == {42: LIKED}
+    later = time.time() + 601
+    monkeypatch.setattr("shared.cache.time.time", lambda: later)
+    assert cache.lookup_user(7, 0, "g").feedback == {}  # each mark expires on its own
+
+
+def test_a_list_stored_after_an_invalidation_is_never_served(cache):
+    slow = cache.lookup_user(7, 0, "f")  # a miss reads the version, then computes slowly
+    assert cache.invalidate_users([7]) == 1  # an event lands meanwhile
+    cache.store_user(slow, b"[1]", 900)
+    assert cache.lookup_user(7, 0, "f").value is None
+    cache.store_user(cache.lookup_user(7, 0, "f"), b"[2]", 900)
+    assert cache.lookup_user(7, 0, "f").value == b"[2]"
 
 
 def test_unavailable_set_is_reloaded_only_when_its_version_changes():
