@@ -17,7 +17,7 @@ from api.validation import PersonalizedRequest, PopularRequest, parse, personali
 from shared.cache import POPULAR as POPULAR_KIND, lists_current, popular_suffix
 from shared.catalogue import SnapshotSource
 from shared.demographics import fallback_chain
-from shared.serving import POPULAR, Profile, answer_plan, personal_answer, popular_list, segments_needed
+from shared.serving import COMPUTED, POPULAR, Profile, answer_plan, personal_answer, popular_list, segments_needed
 
 bp = Blueprint("recommendations", __name__)
 
@@ -66,8 +66,7 @@ def personalized_result(s: Services, body) -> dict:
     geo = req.geo_id or 0
 
     def compute(slot, exclude):
-        # One read: profile, precomputed list, collaborative list.
-        row = s.source.user(req.user_id)
+        row = s.source.user(req.user_id)  # one read: the profile and the precomputed list
         profile = row.profile or _unknown_user(req.user_id)
         plist = row.plist if lists_current(slot.gens) else None
         if slot.liked or slot.unliked:  # live feedback since the profile was computed (POST /events)
@@ -75,7 +74,10 @@ def personalized_result(s: Services, body) -> dict:
                 plist = None
             profile = replace(profile, liked=(profile.liked | slot.liked) - slot.unliked)
         plan = answer_plan(plist, profile, req.geo_id, filters)
-        source = _snapshot_source(s, slot, profile=profile, collaborative=row.collaborative,
+        collaborative = ((), ())
+        if plan == COMPUTED and row.profile is not None:  # only a computed answer reads the rest
+            profile, collaborative = s.source.with_detail(profile)
+        source = _snapshot_source(s, slot, profile=profile, collaborative=collaborative,
                                   expected=segments_needed(profile, req.geo_id, filters, plan))
         return personal_answer(source, req.user_id, req.geo_id, filters, cfg.recommendation_list_size, profile,
                                plist, exclude, plan)

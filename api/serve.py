@@ -1,10 +1,11 @@
 """Cache-through serving: one Redis round trip on a hit, else compute from the recommendations DB.
 
-A /personalized miss reads the user's row (profile, precomputed list, collaborative
-list) in one query; the precomputed list is served as is when it is the exact answer,
-filtered in memory when the request only narrows it (then popular fill-in), else the
-list is computed in memory over the catalogue snapshot and the segment lists (read in
-one query; shared.serving.answer_plan decides). The cache's format is shared.cache's.
+A /personalized miss reads the user's row (profile, precomputed list) in one query;
+the precomputed list is served as is when it is the exact answer, filtered in memory
+when the request only narrows it (then popular fill-in), else a second query reads
+the profile's preferences and collaborative list and the list is computed in memory
+over the catalogue snapshot and the segment lists (read in one query;
+shared.serving.answer_plan decides). The cache's format is shared.cache's.
 
 The whole ranked, filtered list is cached under a key without the page, then sliced,
 so pages never overlap or skip. Redis down: compute from the DB, cache_hit false.

@@ -6,6 +6,7 @@ as shared.db.LazyConnection.run, so the caller decides how connections are held.
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import NamedTuple
 
 from shared.jobs import LAST_RUNS_SQL
@@ -58,18 +59,24 @@ WHERE u.user_id = $1
 ORDER BY r.ord
 """
 
-# Everything a /personalized miss needs about one user, in one indexed read: the
-# profile, the precomputed list (user_lists) and the collaborative list.
-# The bigint arrays come in binary (array_send, see SEGMENTS_SQL); the real[] scores as
-# text, whose values are the ones the SQL source reads (binary would widen the float4).
+# What a /personalized miss needs about one user to answer from the precomputed list,
+# in one indexed read: the profile without its preferences, and the list (user_lists).
+# The bigint arrays come in binary (array_send, see SEGMENTS_SQL).
 USER_SQL = """
-SELECT p.user_id IS NOT NULL, p.interaction_count, p.preferred_categories, p.preferred_platforms, p.avg_price,
-       array_send(p.liked_item_ids), p.gender, p.age_group, p.geo_id,
-       array_send(l.item_ids), l.sections, l.algorithm, l.geo_id, l.geo_safe, l.price_lo, l.price_hi,
-       array_send(r.item_ids), r.scores
+SELECT p.user_id IS NOT NULL, p.interaction_count, array_send(p.liked_item_ids), p.gender, p.age_group, p.geo_id,
+       array_send(l.item_ids), l.sections, l.algorithm, l.geo_id, l.geo_safe, l.price_lo, l.price_hi
 FROM (SELECT $1::bigint AS user_id) q
 LEFT JOIN user_profiles p ON p.user_id = q.user_id
 LEFT JOIN user_lists l ON l.user_id = q.user_id
+"""
+
+# What only a computed answer reads (most misses are answered from the precomputed list
+# without it): the profile's preferences and the collaborative list. The real[] scores
+# come as text, whose values are the ones the SQL source reads (binary would widen the float4).
+USER_DETAIL_SQL = """
+SELECT p.preferred_categories, p.preferred_platforms, p.avg_price, array_send(r.item_ids), r.scores
+FROM (SELECT $1::bigint AS user_id) q
+LEFT JOIN user_profiles p ON p.user_id = q.user_id
 LEFT JOIN user_recommendations r ON r.user_id = q.user_id
 """
 
@@ -87,6 +94,7 @@ STATEMENTS = {
     "recs_profile": ("bigint", PROFILE_SQL),
     "recs_collaborative": ("bigint", COLLABORATIVE_SQL),
     "recs_user": ("bigint", USER_SQL),
+    "recs_user_detail": ("bigint", USER_DETAIL_SQL),
     "recs_segments": ("int[], text[], text[], text[]", SEGMENTS_SQL),
 }
 
@@ -129,9 +137,8 @@ def binary_array(data) -> tuple:
 
 
 class UserRow(NamedTuple):
-    profile: Profile | None
+    profile: Profile | None  # without its preferences (categories, platforms, avg_price): see with_detail
     plist: PersonalList | None  # the precomputed list, if the workers stored one
-    collaborative: tuple  # (item ids, scores) of the collaborative list; empty lists if none
 
 
 def prepare(conn):
@@ -185,15 +192,22 @@ class SqlSource:
         return [(Item._make(row[1:]), row[0]) for row in self._rows("recs_collaborative", (user_id,))]
 
     def user(self, user_id) -> UserRow:
-        """The user's profile, precomputed list and collaborative list, in one read."""
+        """The user's profile (without preferences) and precomputed list, in one read."""
         row = self._rows("recs_user", (user_id,), one=True)
         profile = None
         if row[0]:
-            profile = Profile(user_id, row[1], row[2] or {}, row[3] or {}, row[4], frozenset(binary_array(row[5])),
-                              row[6], row[7], row[8])
-        plist = None if row[9] is None else PersonalList(list(binary_array(row[9])), decode_sections(row[10]),
-                                                         *row[11:16])
-        return UserRow(profile, plist, (binary_array(row[16]) if row[16] is not None else [], row[17] or []))
+            profile = Profile(user_id, row[1], liked=frozenset(binary_array(row[2])), gender=row[3], age_group=row[4],
+                              geo_id=row[5])
+        plist = None if row[6] is None else PersonalList(list(binary_array(row[6])), decode_sections(row[7]),
+                                                         *row[8:13])
+        return UserRow(profile, plist)
+
+    def with_detail(self, profile: Profile) -> tuple[Profile, tuple]:
+        """(the profile with its preferences, (item ids, scores) of the collaborative list):
+        what a computed answer reads besides user(), in a second read."""
+        row = self._rows("recs_user_detail", (profile.user_id,), one=True)
+        return (replace(profile, categories=row[0] or {}, platforms=row[1] or {}, avg_price=row[2]),
+                (binary_array(row[3]) if row[3] is not None else [], row[4] or []))
 
     def segment_lists(self, segments) -> dict:
         """{segment: (item ids, scores)} of the segments that have a popular list, in one read."""
