@@ -142,10 +142,10 @@ ORDER BY updated_at
 """
 
 # Of these ids, the presents that no longer exist.
-DELETED_PRESENTS_SQL = """
-SELECT x.id FROM unnest(%s::bigint[]) AS x(id)
-WHERE NOT EXISTS (SELECT 1 FROM handpicked_presents p WHERE p.id = x.id)
-"""
+# The present ids in a range (a primary-key range scan): deleted_presents compares them
+# with ours. An anti-join of 20,000 ids against the table hashed all of it (~130 ms of
+# PostgreSQL every sync run on `large`); the range read costs ~20 ms.
+PRESENT_IDS_BETWEEN_SQL = "SELECT id FROM handpicked_presents WHERE id BETWEEN %s AND %s"
 
 # Everyone who liked or clicked any of these (public) presents: the users whose cosine
 # with a user of these items can be non-zero.
@@ -199,9 +199,21 @@ def changed_presents(conn, since_ts: float) -> list[tuple]:
 
 
 def deleted_presents(conn, ids: list) -> list[int]:
+    """Those of these ids that no present has. The ids come in ascending runs (a window that
+    wraps around is two); each run's range is read once."""
+    runs: list[list] = []
+    for i in ids:
+        if runs and i > runs[-1][-1]:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    gone = []
     with conn.cursor() as cur:
-        cur.execute(DELETED_PRESENTS_SQL, (list(ids),))
-        return [r[0] for r in cur.fetchall()]
+        for run in runs:
+            cur.execute(PRESENT_IDS_BETWEEN_SQL, (run[0], run[-1]))
+            have = {r[0] for r in cur.fetchall()}
+            gone += [i for i in run if i not in have]
+    return gone
 
 
 def co_users(conn, item_ids: list) -> list[int]:

@@ -226,6 +226,22 @@ def test_a_hard_deleted_item_is_found_within_a_few_runs_when_each_checks_a_windo
     assert live._deletion_cursor == 0  # the last window reached the end: the next run starts over
 
 
+def test_deleted_presents_reads_each_ascending_run_of_a_wrapped_window(env):
+    from shared import main_queries
+
+    presents = [i for (i,) in query(env.main, "SELECT id FROM handpicked_presents ORDER BY id")]
+    head, tail = presents[:5], presents[-5:]
+    for gone in (head[1], tail[3]):
+        for table in ("handpicked_likes", "handpicked_present_clicks"):
+            main_exec(env.main, f"DELETE FROM {table} WHERE handpicked_present_id = %s", (gone,))
+        main_exec(env.main, "DELETE FROM handpicked_presents WHERE id = %s", (gone,))
+    window = tail + head[::2]  # a window wrapping around, with a gap; ids past the end never existed
+    with psycopg2.connect(env.main) as conn:
+        assert main_queries.deleted_presents(conn, window + [presents[-1] + 7]) == [tail[3], presents[-1] + 7]
+        assert main_queries.deleted_presents(conn, head) == [head[1]]
+        assert main_queries.deleted_presents(conn, []) == []
+
+
 def test_post_events_like_is_gone_on_the_next_request_and_unlike_brings_it_back(env):
     user = user_with(env.recs, "interaction_count >= 3")
     before = personalized(env.client, user)
