@@ -2,9 +2,9 @@
 
 {"user_id", "item_id", "type": "like" | "unlike" | "click", "at"?} or {"events": [...]}.
 Nothing is written to the main DB (it stays the truth): each event goes to the user's
-live-feedback hash in Redis (liked items are excluded from their lists at once, even
-from a list cached before; an unlike lifts that), the user's cached lists are dropped
-(one DEL), and the user is queued for the live sync, which re-reads their history from
+hash in Redis (liked items are excluded from their lists at once, even from a list
+cached before; an unlike lifts that), the user's cached lists are dropped (a new
+version, shared.cache), and the user is queued for the live sync, which re-reads their history from
 the main DB on its next run. The endpoint reads no database, so it answers whether or
 not the user or item is known yet: both may have been created since the last refresh.
 """

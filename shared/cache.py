@@ -18,7 +18,7 @@ requests, misses, and request latency as a count, a sum and coarse buckets), whi
 live TS_TTL_S.
 
 Live state (see shared/live.py): everything cached about one user is one hash
-(`user:<id>`): its /personalized lists (field `l:<generations>:<geo>:<filters>`), a
+(`u:<id>`): its /personalized lists (field `l:<generations>:<geo>:<filters>`), a
 version (`v`), and the live feedback from POST /events (`f:<item>` -> l|u with the
 mark's expiry, and a flag `f`). A lookup is one HMGET of the list's field, `v` and
 `f`, so a miss knows the version (and whether there is feedback) without a second
@@ -26,8 +26,10 @@ round trip. A cached list starts with the version it was computed under, and it 
 served only while that is still the user's version. Every invalidation (an event,
 the live sync re-reading a user) sets a new, never reused version, so it drops all
 the user's lists at once, with no key scan; and a request that read the old state
-and stores its list after the invalidation stores one that is never served. A miss
-reads the feedback (HGETALL) only when the flag says there is some. Items found unavailable since the
+and stores its list after the invalidation stores one that is never served (the
+invalidation keeps the hash, and so its version, for INVALIDATED_TTL_S at least).
+The invalidation also deletes the user's list fields and expired marks, and the flag
+once no mark is left. A miss reads the feedback (HGETALL) only when the flag is set. Items found unavailable since the
 last popular refresh are a hash (`live:unavailable`) with a version (`gen:live`)
 read with the generations: each process reloads the set only when the version
 changes and filters it out of every list, cache hits included.
@@ -65,7 +67,30 @@ UNAVAILABLE_KEY = PREFIX + "live:unavailable"
 UNAVAILABLE_TTL_S = 7 * 86400  # the popular refresh trims it long before
 # A user's hash: its version, the flag "has live feedback", and the feedback marks' field prefix.
 VERSION_FIELD, FEEDBACK_FLAG, MARK_PREFIX = b"v", b"f", b"f:"
-INVALIDATED_TTL_S = 3600  # a hash that held nothing when its user was invalidated: just the version
+# How long an invalidated user's hash lives at least: longer than any request that read
+# the version before, so that its store lands next to the new version (never served).
+INVALIDATED_TTL_S = 3600
+# Invalidate one user: a new version, the hash kept INVALIDATED_TTL_S at least; the lists
+# (unreachable now) and expired feedback marks deleted, and the flag once no mark is left.
+INVALIDATE_USER = """
+local marks = 0
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local kind = string.sub(name, 1, 2)
+  if kind == 'l:' then
+    redis.call('HDEL', KEYS[1], name)
+  elseif kind == 'f:' then
+    local mark = redis.call('HGET', KEYS[1], name)
+    if tonumber(string.match(mark, ':(%d+)$') or '0') > tonumber(ARGV[2]) then
+      marks = marks + 1
+    else
+      redis.call('HDEL', KEYS[1], name)
+    end
+  end
+end
+if marks == 0 then redis.call('HDEL', KEYS[1], 'f') end
+redis.call('HSET', KEYS[1], 'v', ARGV[1])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+"""
 # Store a list in its user's hash; the hash keeps the longest TTL any of its lists or
 # feedback needs. One command: a pipeline of HSET and two EXPIREs costs the client more.
 STORE_USER = """
@@ -141,8 +166,9 @@ def profile_key(gens: dict, user_id: int) -> str:
 
 
 def user_key(user_id: int) -> str:
-    """The hash holding one user's cached /personalized lists, version and live feedback."""
-    return f"{PREFIX}user:{user_id}"
+    """The hash holding one user's cached /personalized lists, version and live feedback
+    (`u:`, not the `user:` hashes of earlier versions, whose values had no version)."""
+    return f"{PREFIX}u:{user_id}"
 
 
 def new_version() -> bytes:
@@ -228,6 +254,7 @@ class Cache:
         self.unavailable: frozenset = frozenset()  # item ids not to serve, whatever a list says
         self._minutes: dict[int, dict[str, float]] = {}  # minute -> field -> increment not yet flushed
         self._store_user = client.register_script(STORE_USER)  # no I/O until first called
+        self._invalidate_user = client.register_script(INVALIDATE_USER)
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
@@ -375,9 +402,9 @@ class Cache:
         self._call(lambda: self._store_user(keys=[slot.key], args=[slot.list_field, slot.version + b"|" + value, ttl_s]))
 
     def _invalidate(self, pipe, users) -> None:
+        now = int(time.time())
         for u in users:
-            pipe.hset(user_key(u), VERSION_FIELD, new_version())
-            pipe.expire(user_key(u), INVALIDATED_TTL_S, nx=True)
+            self._invalidate_user(keys=[user_key(u)], args=[new_version(), now, INVALIDATED_TTL_S], client=pipe)
 
     def record_feedback(self, events, ttl_s: int) -> None:
         """Live feedback [(user_id, item_id, LIKED | UNLIKED | None)]: stored for ttl_s, and
@@ -428,7 +455,7 @@ class Cache:
             return 0
 
         def run():
-            pipe = self.client.pipeline(transaction=True)
+            pipe = self.client.pipeline(transaction=False)  # each user's invalidation is atomic on its own
             self._invalidate(pipe, users)
             pipe.execute()
 

@@ -199,8 +199,9 @@ def changed_presents(conn, since_ts: float) -> list[tuple]:
 
 
 def deleted_presents(conn, ids: list) -> list[int]:
-    """Those of these ids that no present has. The ids come in ascending runs (a window that
-    wraps around is two); each run's range is read once."""
+    """Those of these ids that no present has. Meant for ids in a few ascending runs (the
+    live sync's window: one, two when it wraps around): each run's id range is read once,
+    with the presents in it that are not asked about."""
     runs: list[list] = []
     for i in ids:
         if runs and i > runs[-1][-1]:

@@ -115,7 +115,7 @@ def test_unreachable_redis_raises_quickly_and_breaker_opens():
 
 
 def test_feedback_is_kept_with_a_ttl_and_drops_the_users_cached_lists(cache):
-    from shared.cache import LIKED, UNLIKED, live_exclusions, user_key
+    from shared.cache import INVALIDATED_TTL_S, LIKED, UNLIKED, live_exclusions, user_key
 
     slot = cache.lookup_user(7, 213, "f")
     assert slot.value is None and slot.feedback == {}
@@ -128,8 +128,8 @@ def test_feedback_is_kept_with_a_ttl_and_drops_the_users_cached_lists(cache):
     # The new version dropped every list of the user at once.
     assert after.value is None and cache.lookup_user(7, 213, "g").value is None
     assert live_exclusions(after.feedback) == (frozenset({42}), frozenset({43}))  # a click marks nothing
-    # The hash keeps the longer TTL its lists need; the other user is untouched.
-    assert 600 < cache.client.ttl(user_key(7)) <= 900 and cache.lookup_user(8, 213, "f").value == b"[2]"
+    # The hash outlives the feedback and the invalidation's margin; the other user is untouched.
+    assert 600 < cache.client.ttl(user_key(7)) <= INVALIDATED_TTL_S and cache.lookup_user(8, 213, "f").value == b"[2]"
     assert sorted(cache.pop_touched()) == [7] and cache.pop_touched() == []
 
 
@@ -138,7 +138,7 @@ def test_live_feedback_outlives_a_shorter_list_ttl_and_then_expires(cache, monke
 
     cache.record_feedback([(7, 42, LIKED)], ttl_s=600)
     cache.store_user(cache.lookup_user(7, 0, "f"), b"[1]", 60)  # a shorter TTL never shortens the feedback's
-    assert 60 < cache.client.ttl(user_key(7)) <= 600
+    assert cache.client.ttl(user_key(7)) >= 600
     assert cache.lookup_user(7, 0, "g").feedback == {42: LIKED}
     later = time.time() + 601
     monkeypatch.setattr("shared.cache.time.time", lambda: later)
@@ -152,6 +152,36 @@ def test_a_list_stored_after_an_invalidation_is_never_served(cache):
     assert cache.lookup_user(7, 0, "f").value is None
     cache.store_user(cache.lookup_user(7, 0, "f"), b"[2]", 900)
     assert cache.lookup_user(7, 0, "f").value == b"[2]"
+
+
+def test_an_invalidation_keeps_the_hash_so_a_racing_store_is_never_served(cache):
+    from shared.cache import INVALIDATED_TTL_S, user_key
+
+    cache.store_user(cache.lookup_user(7, 0, "f"), b"[1]", 2)  # a hash about to expire, with no version yet
+    slow = cache.lookup_user(7, 0, "g")  # reads the empty version
+    cache.invalidate_users([7])
+    # Had the hash expired now, the version would be gone and the slow store below served.
+    assert INVALIDATED_TTL_S - 5 < cache.client.ttl(user_key(7)) <= INVALIDATED_TTL_S
+    cache.store_user(slow, b"[stale]", 2)
+    assert cache.lookup_user(7, 0, "g").value is None
+
+
+def test_an_invalidation_deletes_the_lists_and_expired_marks_and_then_the_flag(cache, monkeypatch):
+    from shared.cache import LIKED, UNLIKED, user_key
+
+    cache.record_feedback([(7, 42, LIKED)], ttl_s=600)
+    monkeypatch.setattr("shared.cache.time.time", lambda: time.time_ns() / 1e9 + 300)
+    cache.record_feedback([(7, 43, UNLIKED)], ttl_s=600)  # 42 expires 300 s before 43
+    cache.store_user(cache.lookup_user(7, 0, "f"), b"[1]", 900)
+    fields = set(cache.client.hkeys(user_key(7)))
+    assert {b"f:42", b"f:43", b"f"} <= fields and any(f.startswith(b"l:") for f in fields)
+    monkeypatch.setattr("shared.cache.time.time", lambda: time.time_ns() / 1e9 + 700)
+    cache.invalidate_users([7])
+    assert set(cache.client.hkeys(user_key(7))) == {b"f:43", b"f", b"v"}  # the list and 42's expired mark gone
+    assert cache.lookup_user(7, 0, "f").feedback == {43: UNLIKED}
+    monkeypatch.setattr("shared.cache.time.time", lambda: time.time_ns() / 1e9 + 1000)
+    cache.invalidate_users([7])
+    assert set(cache.client.hkeys(user_key(7))) == {b"v"}  # no mark left: no flag, so misses read no feedback
 
 
 def test_unavailable_set_is_reloaded_only_when_its_version_changes():

@@ -250,7 +250,7 @@ def test_post_events_like_is_gone_on_the_next_request_and_unlike_brings_it_back(
     assert r.status_code == 200 and r.get_json() == {"accepted": 1}
     assert item not in personalized(env.client, user)["items"]
     # Also from a list cached before the event (a request that raced it).
-    stale = [k for k in env.cache.client.hkeys(f"recs:user:{user}")]
+    stale = [k for k in env.cache.client.hkeys(user_key(user))]
     assert stale  # the list just computed is cached again
     assert item not in personalized(env.client, user)["items"]
     r = env.client.post("/events", json={"events": [{"user_id": user, "item_id": item, "type": "unlike"}]})
