@@ -29,10 +29,10 @@ the user's lists at once, with no key scan; and a request that read the old stat
 and stores its list after the invalidation stores one that is never served (the
 invalidation keeps the hash, and so its version, for INVALIDATED_TTL_S at least).
 The invalidation also deletes the user's list fields and expired marks, and the flag
-once no mark is left. A miss reads the feedback (HGETALL) only when the flag is set. Items found unavailable since the
-last popular refresh are a hash (`live:unavailable`) with a version (`gen:live`)
-read with the generations: each process reloads the set only when the version
-changes and filters it out of every list, cache hits included.
+once no mark is left. A miss reads the feedback (HGETALL) only when the flag is set.
+Items found unavailable since the last popular refresh are a hash (`live:unavailable`)
+with a version (`gen:live`) read with the generations: each process reloads the set
+only when the version changes and filters it out of every list, cache hits included.
 
 Redis being down is not an error for the request path: calls raise CacheUnavailable
 quickly (short socket timeouts, and a one-second breaker after a failure) and the

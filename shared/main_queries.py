@@ -141,7 +141,6 @@ WHERE updated_at > to_timestamp(%s)
 ORDER BY updated_at
 """
 
-# Of these ids, the presents that no longer exist.
 # The present ids in a range (a primary-key range scan): deleted_presents compares them
 # with ours. An anti-join of 20,000 ids against the table hashed all of it (~130 ms of
 # PostgreSQL every sync run on `large`); the range read costs ~20 ms.
