@@ -70,8 +70,8 @@ VERSION_FIELD, FEEDBACK_FLAG, MARK_PREFIX = b"v", b"f", b"f:"
 # How long an invalidated user's hash lives at least: longer than any request that read
 # the version before, so that its store lands next to the new version (never served).
 INVALIDATED_TTL_S = 3600
-# Invalidate one user: a new version, the hash kept INVALIDATED_TTL_S at least; the lists
-# (unreachable now) and expired feedback marks deleted, and the flag once no mark is left.
+# Invalidate one user: a new version, the hash kept ARGV[3] seconds at least; the lists
+# (unreachable now) and expired feedback marks deleted; the flag set while a mark is left.
 INVALIDATE_USER = """
 local marks = 0
 for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -87,7 +87,7 @@ for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
     end
   end
 end
-if marks == 0 then redis.call('HDEL', KEYS[1], 'f') end
+if marks == 0 then redis.call('HDEL', KEYS[1], 'f') else redis.call('HSET', KEYS[1], 'f', '1') end
 redis.call('HSET', KEYS[1], 'v', ARGV[1])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 """
@@ -401,10 +401,10 @@ class Cache:
         self._misses += 1
         self._call(lambda: self._store_user(keys=[slot.key], args=[slot.list_field, slot.version + b"|" + value, ttl_s]))
 
-    def _invalidate(self, pipe, users) -> None:
+    def _invalidate(self, pipe, users, min_ttl_s: int = INVALIDATED_TTL_S) -> None:
         now = int(time.time())
         for u in users:
-            self._invalidate_user(keys=[user_key(u)], args=[new_version(), now, INVALIDATED_TTL_S], client=pipe)
+            self._invalidate_user(keys=[user_key(u)], args=[new_version(), now, min_ttl_s], client=pipe)
 
     def record_feedback(self, events, ttl_s: int) -> None:
         """Live feedback [(user_id, item_id, LIKED | UNLIKED | None)]: stored for ttl_s, and
@@ -412,17 +412,11 @@ class Cache:
         round trip for the whole batch."""
         until = int(time.time()) + ttl_s
         pipe = self.client.pipeline(transaction=True)
-        marked = set()
         for user_id, item_id, mark in events:
             if mark is not None:
                 pipe.hset(user_key(user_id), MARK_PREFIX + str(item_id).encode(), mark + b":%d" % until)
-                marked.add(user_id)
-        for user_id in marked:
-            pipe.hset(user_key(user_id), FEEDBACK_FLAG, b"1")
-            pipe.expire(user_key(user_id), ttl_s, nx=True)
-            pipe.expire(user_key(user_id), ttl_s, gt=True)
         users = {user_id for user_id, _, _ in events}
-        self._invalidate(pipe, users)
+        self._invalidate(pipe, users, max(ttl_s, INVALIDATED_TTL_S))  # sets the flag, keeps the marks' hash
         pipe.sadd(TOUCHED_KEY, *users)
         pipe.expire(TOUCHED_KEY, TOUCHED_TTL_S)
         self._call(pipe.execute)
