@@ -33,11 +33,12 @@ refresh: db
 serve: venv
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py api.wsgi:app
 
+# The workers run at a lower CPU priority than the API (nice): see README, "CPU priority".
 worker: venv
-	$(VENV)/bin/celery -A workers.app worker --loglevel=INFO --concurrency=2 -Q recs
+	nice -n 10 $(VENV)/bin/celery -A workers.app worker --loglevel=INFO --concurrency=2 -Q recs
 
 live-worker: venv
-	$(VENV)/bin/celery -A workers.app worker --loglevel=INFO --concurrency=1 -Q recs_live -n live@%h
+	nice -n 10 $(VENV)/bin/celery -A workers.app worker --loglevel=INFO --concurrency=1 -Q recs_live -n live@%h
 
 beat: venv
 	$(VENV)/bin/celery -A workers.app beat --loglevel=INFO

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -36,13 +37,24 @@ from deploy.stack import ROOT, query
 BIN = Path(sys.executable).parent
 
 
+def procfile_nice(process: str) -> int:
+    """The CPU priority the Procfile gives a process (`live: nice -n 10 celery ...`), 0 without nice."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            found = re.match(r"\s*nice -n (\d+) ", command)
+            return int(found.group(1)) if found else 0
+    return 0
+
+
 class Celery:
     """A celery worker or beat in a child process, logging to a file."""
 
-    def __init__(self, args: list, env: dict, log: Path):
+    def __init__(self, args: list, env: dict, log: Path, nice: int = 0):
         self.log = open(log, "w")
         self.path = log
-        self.proc = subprocess.Popen([str(BIN / "celery"), "-A", "workers.app", *args], cwd=ROOT,
+        prefix = ["nice", "-n", str(nice)] if nice else []
+        self.proc = subprocess.Popen([*prefix, str(BIN / "celery"), "-A", "workers.app", *args], cwd=ROOT,
                                      env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -57,8 +69,9 @@ class Celery:
 
 
 def start_sync(env: dict, tmp: Path) -> list:
+    # At the Procfile's CPU priority (README, "CPU priority"), as the live block measures serving beside it.
     worker = Celery(["worker", "--loglevel=INFO", "--concurrency=1", "-Q", "recs_live", "--without-heartbeat",
-                     "--without-gossip", "--without-mingle"], env, tmp / "live-worker.log")
+                     "--without-gossip", "--without-mingle"], env, tmp / "live-worker.log", nice=procfile_nice("live"))
     beat = Celery(["beat", "--loglevel=INFO", f"--schedule={tmp / 'live-beat-schedule'}"], env, tmp / "live-beat.log")
     return [worker, beat]
 

@@ -467,6 +467,12 @@ class Cache:
         pipe.set(LIVE_GEN_KEY, str(time.time_ns()), ex=GEN_TTL_S)
         self._call(pipe.execute)
 
+    def catalogue_version(self) -> str:
+        """What an in-process catalogue snapshot of a worker depends on: the popular generation
+        (a refresh rebuilt the items table) and the live version (the sync changed items rows)."""
+        popular, live = self._call(lambda: self.client.mget(f"{PREFIX}gen:popular", LIVE_GEN_KEY))
+        return f"{(popular or b'0').decode()}.{(live or b'').decode()}"
+
     def unavailable_since(self) -> dict:
         """{item_id: epoch seen} of the unavailable set (workers)."""
         return {int(k): float(v) for k, v in self._call(lambda: self.client.hgetall(UNAVAILABLE_KEY)).items()}

@@ -70,6 +70,16 @@ LEFT JOIN user_profiles p ON p.user_id = q.user_id
 LEFT JOIN user_lists l ON l.user_id = q.user_id
 """
 
+# Several users' whole profiles and collaborative lists, in one read (the live sync's
+# relisting, workers.lists.update_users): PROFILE_SQL and USER_DETAIL_SQL's columns.
+PROFILES_DETAIL_SQL = """
+SELECT p.user_id, p.interaction_count, p.preferred_categories, p.preferred_platforms, p.avg_price,
+       p.liked_item_ids, p.gender, p.age_group, p.geo_id, array_send(r.item_ids), r.scores
+FROM user_profiles p
+LEFT JOIN user_recommendations r ON r.user_id = p.user_id
+WHERE p.user_id = ANY($1)
+"""
+
 # What only a computed answer reads (most misses are answered from the precomputed list
 # without it): the profile's preferences and the collaborative list. The real[] scores
 # come as text, whose values are the ones the SQL source reads (binary would widen the float4).
@@ -95,6 +105,7 @@ STATEMENTS = {
     "recs_collaborative": ("bigint", COLLABORATIVE_SQL),
     "recs_user": ("bigint", USER_SQL),
     "recs_user_detail": ("bigint", USER_DETAIL_SQL),
+    "recs_profiles_detail": ("bigint[]", PROFILES_DETAIL_SQL),
     "recs_segments": ("int[], text[], text[], text[]", SEGMENTS_SQL),
 }
 
@@ -183,10 +194,13 @@ class SqlSource:
 
     def profile(self, user_id):
         row = self._rows("recs_profile", (user_id,), one=True)
-        if row is None:
-            return None
-        return Profile(user_id, row[0], row[1] or {}, row[2] or {}, row[3], frozenset(row[4] or ()), row[5], row[6],
-                       row[7])
+        return None if row is None else _profile(user_id, row)
+
+    def profiles_with_detail(self, user_ids) -> dict:
+        """{user_id: (profile, (item ids, scores) of the collaborative list)} of those of these
+        users that have a profile, in one read: what profile() and with_detail() give."""
+        return {row[0]: (_profile(row[0], row[1:9]), _collaborative(row[9], row[10]))
+                for row in self._rows("recs_profiles_detail", (list(user_ids),))}
 
     def collaborative(self, user_id):
         return [(Item._make(row[1:]), row[0]) for row in self._rows("recs_collaborative", (user_id,))]
@@ -207,7 +221,7 @@ class SqlSource:
         what a computed answer reads besides user(), in a second read."""
         row = self._rows("recs_user_detail", (profile.user_id,), one=True)
         return (replace(profile, categories=row[0] or {}, platforms=row[1] or {}, avg_price=row[2]),
-                (binary_array(row[3]) if row[3] is not None else [], row[4] or []))
+                _collaborative(row[3], row[4]))
 
     def segment_lists(self, segments) -> dict:
         """{segment: (item ids, scores)} of the segments that have a popular list, in one read."""
@@ -217,6 +231,17 @@ class SqlSource:
                   [seg[3] for seg in segments])
         return {segments[ord_ - 1]: (binary_array(ids), binary_array(scores))
                 for ord_, ids, scores in self._rows("recs_segments", params)}
+
+
+def _profile(user_id: int, row) -> Profile:
+    """A Profile from PROFILE_SQL's columns."""
+    return Profile(user_id, row[0], row[1] or {}, row[2] or {}, row[3], frozenset(row[4] or ()), row[5], row[6],
+                   row[7])
+
+
+def _collaborative(ids, scores) -> tuple:
+    """(item ids, scores) of a collaborative list read as array_send(item_ids) and scores (text)."""
+    return (binary_array(ids) if ids is not None else [], scores or [])
 
 
 def table_counts(cur) -> dict:

@@ -68,6 +68,10 @@ def test_compose_runs_what_the_procfile_runs():
         command = services[names[proc_name]]["command"]
         # Same program and arguments; compose may prepend schema setup (api) or wrap in sh -c.
         core = cmd.split(" ${")[0]
+        niced = re.match(r"nice -n \d+ (.*)", core)
+        if niced:  # a lower CPU priority: in compose a CPU weight below the API's (nice acts within a container)
+            core = niced.group(1)
+            assert services[names[proc_name]].get("cpu_shares", 1024) < services["api"].get("cpu_shares", 1024)
         assert core in command.replace("$$", "$"), (proc_name, cmd, command)
     for name in ("postgres", "redis", "api", "worker", "beat", "flower"):
         assert "healthcheck" in services[name], name

@@ -5,13 +5,14 @@ import pytest
 import redis
 
 from api import create_app
+from shared.cache import Cache
 from shared.catalogue import Catalogue
 from shared.db import connect_recs
 from shared.serving import Filters, Item, algorithm_label, personalized_list, popular_list
 from shared.settings import load_settings
 from shared.store import SqlSource, prepare
 from tests.conftest import query
-from tests.test_live_sync import add_like, env  # noqa: F401 (env: the live sync's fixture)
+from tests.test_live_sync import add_like, env, main_exec  # noqa: F401 (env: the live sync's fixture)
 
 SIZE = 200
 
@@ -262,8 +263,8 @@ def test_a_popular_refresh_reloads_the_catalogue(lists_env):
 
 
 def test_live_update_rewrites_a_users_list_as_the_full_precompute_does(tiny_env):
-    """workers.lists.update_users (for the live sync) computes over the SQL source what the
-    refresh computed in memory; a user without interactions loses their row."""
+    """workers.lists.update_users (for the live sync) computes over the API's catalogue snapshot
+    what the refresh computed in memory; a user without interactions loses their row."""
     from workers import lists
 
     recs = tiny_env["RECOMMENDATIONS_DATABASE_URL"]
@@ -279,7 +280,9 @@ def test_live_update_rewrites_a_users_list_as_the_full_precompute_does(tiny_env)
         cur.execute("INSERT INTO user_lists (user_id, item_ids, sections, algorithm, geo_safe) "
                     "VALUES (%s, '{1}', 'popular:0', 'popular', true)", (zero,))
     conn.close()
-    assert lists.update_users(load_settings(tiny_env), picked + [zero]) == 2
+    settings = load_settings(tiny_env)
+    version = Cache(redis.Redis.from_url(settings.recommendations_redis_url)).catalogue_version()
+    assert lists.update_users(settings, picked + [zero], version) == 2
     assert query(recs, sql, (picked + [zero],)) == before
 
 
@@ -311,7 +314,36 @@ def test_the_live_sync_rewrites_the_lists_of_the_users_it_touches(env, hand_env)
     body = client.post("/personalized", json={"user_id": user, "geo_id": geo,
                                               "pagination": {"limit": 100}}).get_json()
     assert body["items"] == reference.ids[:100] and len(reads) == 1
-    assert lists.update_users(ns.settings, [user]) == 1  # idempotent
+    version = Cache(redis.Redis.from_url(ns.settings.recommendations_redis_url)).catalogue_version()
+    assert lists.update_users(ns.settings, [user], version) == 1  # idempotent
+
+
+def test_the_sync_relists_over_the_catalogue_as_its_own_run_changed_it(env):  # noqa: F811 (the fixture)
+    """The sync's relisting keeps a catalogue snapshot between runs; an item it marks out of
+    stock in a run is out of the lists it recomputes in that same run, as SQL computes them."""
+    ns = env
+    user, geo = query(ns.recs, "SELECT user_id, geo_id FROM user_profiles WHERE interaction_count >= 3 "
+                               "AND geo_id IS NOT NULL ORDER BY user_id LIMIT 1")[0]
+    other = query(ns.recs, "SELECT user_id FROM user_profiles WHERE interaction_count >= 3 AND user_id <> %s "
+                           "ORDER BY user_id LIMIT 1", (user,))[0][0]
+    (stored,) = query(ns.recs, "SELECT item_ids FROM user_lists WHERE user_id = %s", (user,))[0]
+    add_like(ns.main, other, stored[0])  # a run that relists someone: the snapshot is loaded now
+    assert ns.sync()["relisted"] == 1
+    out = stored[1]
+    main_exec(ns.main, "UPDATE handpicked_presents SET status = 'out_of_stock', updated_at = now() WHERE id = %s",
+              (out,))
+    add_like(ns.main, user, stored[0])
+    result = ns.sync()
+    assert result["unavailable"] == 1 and result["relisted"] == 1
+    (row,) = query(ns.recs, "SELECT item_ids FROM user_lists WHERE user_id = %s", (user,))[0]
+    assert out not in row and stored[0] not in row
+    conn = prepare(connect_recs(ns.settings))
+    try:
+        source = SqlSource(lambda fn: fn(conn.cursor()))
+        reference, _ = personalized_list(source, user, geo, Filters(geo_id=geo), SIZE)
+    finally:
+        conn.close()
+    assert row == reference.ids
 
 
 class _EmptySource:

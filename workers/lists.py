@@ -16,9 +16,12 @@ from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
+from psycopg2.extras import execute_values
 
+from shared.catalogue import Snapshot, SnapshotSource
+from shared.db import connect_recs
 from shared.serving import PersonalList, precompute_list
-from shared.store import encode_sections
+from shared.store import SqlSource, encode_sections, prepare
 from workers.memory_source import MemorySource
 
 CHUNK_USERS = 2000
@@ -160,19 +163,24 @@ def _csv_text(value: str) -> str:
 # ---------------------------------------------------------------- live updates
 
 UPSERT_SQL = f"""
-INSERT INTO user_lists ({", ".join(COLUMNS)}) VALUES ({", ".join(["%s"] * len(COLUMNS))})
+INSERT INTO user_lists ({", ".join(COLUMNS)}) VALUES %s
 ON CONFLICT (user_id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])}
 """
 
 
-def update_users(settings, user_ids) -> int:
+# The live worker's catalogue snapshot and segment-list LRU (the API's own, shared.catalogue),
+# kept between sync runs and reloaded when the catalogue's version moves (Cache.catalogue_version);
+# one per recommendations DB.
+_SNAPSHOTS: dict[str, Snapshot] = {}
+
+
+def update_users(settings, user_ids, catalogue_version: str) -> int:
     """Recompute the stored lists of these users from what the recommendations DB holds
     now (their profiles and collaborative lists as just updated), with the same
-    precompute_list over the SQL source. For the live sync: call it after it has written
-    the users' profiles. Users without interactions lose their row. Returns rows written."""
-    from shared.db import connect_recs
-    from shared.store import SqlSource, prepare
-
+    precompute_list over the API's source: the catalogue snapshot and segment lists
+    (shared.catalogue), the users' rows read in one query. For the live sync: call it
+    after it has written the users' profiles (and its item changes, which move
+    catalogue_version). Users without interactions lose their row. Returns rows written."""
     conn = prepare(connect_recs(settings, application_name="recs-live-lists"))
     try:
         def run(fn):
@@ -180,21 +188,27 @@ def update_users(settings, user_ids) -> int:
                 return fn(cur)
 
         source = SqlSource(run)
+        snapshot = _SNAPSHOTS.setdefault(settings.recommendations_database_url, Snapshot(run))
+        snapshot.run = run  # this call's connection, for a reload
+        catalogue = snapshot.current(catalogue_version)
+        users = sorted(set(user_ids))
+        found = source.profiles_with_detail(users)
         rows, gone = [], []
-        for user_id in sorted(set(user_ids)):
-            profile = source.profile(user_id)
+        for user_id in users:
+            profile, collaborative = found.get(user_id, (None, None))
             if profile is None or not profile.interaction_count:
                 gone.append(user_id)
                 continue
-            plist = precompute_list(source, profile, settings.recommendation_list_size)
+            snapshot_source = SnapshotSource(snapshot, catalogue, source.segment_lists, profile=profile,
+                                             collaborative=collaborative)
+            plist = precompute_list(snapshot_source, profile, settings.recommendation_list_size)
             rows.append((user_id, plist.ids, encode_sections(plist.sections), plist.algorithm, plist.geo_id,
                          plist.geo_safe, plist.price_lo, plist.price_hi))
         conn.autocommit = False
         with conn.cursor() as cur:
             if gone:
                 cur.execute("DELETE FROM user_lists WHERE user_id = ANY(%s)", (gone,))
-            for row in rows:
-                cur.execute(UPSERT_SQL, row)
+            execute_values(cur, UPSERT_SQL, rows)
         conn.commit()
         return len(rows)
     finally:

@@ -283,11 +283,12 @@ def _deletion_window(cur) -> list:
     return ids
 
 
-def sync_presents(main, cur, cache: Cache, st: dict, now: float) -> tuple[dict, list]:
+def sync_presents(main, cur, cache: Cache, st: dict, now: float) -> tuple[dict, list, bool]:
     """Mark presents changed since the watermark (and deleted ones) in the recommendations DB.
 
     Returns (newly unavailable {item_id: epoch}, available again [ids]) for the Redis set,
-    written once this transaction has committed.
+    written once this transaction has committed, and whether an items row changed (the
+    set's version then moves too: the live worker's catalogue snapshot follows it).
     """
     since = (st["changed"] or now) - PRESENT_OVERLAP_S
     rows = main_queries.changed_presents(main, since)
@@ -297,13 +298,16 @@ def sync_presents(main, cur, cache: Cache, st: dict, now: float) -> tuple[dict, 
         gone[item_id] = now
     if rows:
         st["changed"] = max(st["changed"] or 0.0, max(float(r[2]) for r in rows))
+    changed = False
     if gone:
         cur.execute("UPDATE items SET in_stock = false WHERE item_id = ANY(%s::bigint[]) AND in_stock", (list(gone),))
+        changed = cur.rowcount > 0
         cur.execute("DELETE FROM popular_items WHERE item_id = ANY(%s::bigint[])", (list(gone),))
     if back:
         cur.execute("UPDATE items SET in_stock = true WHERE item_id = ANY(%s::bigint[]) AND NOT in_stock", (back,))
+        changed = changed or cur.rowcount > 0
     known = cache.unavailable_since()
-    return ({i: ts for i, ts in gone.items() if i not in known}, [i for i in back if i in known])
+    return ({i: ts for i, ts in gone.items() if i not in known}, [i for i in back if i in known], changed)
 
 
 # ---------------------------------------------------------------- full jobs
@@ -378,7 +382,7 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             nonlocal relisted
             if relisted < LISTS_MAX and users:
                 result["relisted"] = result.get("relisted", 0) + lists.update_users(
-                    settings, users[:LISTS_MAX - relisted])
+                    settings, users[:LISTS_MAX - relisted], cache.catalogue_version())
                 relisted += min(len(users), LISTS_MAX - relisted)
 
         if relist:
@@ -408,21 +412,21 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
                 if users:
                     _, prof = apply_users(main, cur, settings, users, state["likes"]["ref_ts"])
                     due = needs_fold_in(cur, prof["user_id"].tolist())
-                gone, back = ({}, [])
+                gone, back, items_changed = ({}, [], False)
                 if result["rounds"] == 0:
-                    gone, back = sync_presents(main, cur, cache, state["presents"], now)
+                    gone, back, items_changed = sync_presents(main, cur, cache, state["presents"], now)
                 save_state(cur, state)
             recs.commit()
             popped = []
             # Kept until folded in (below, or by the next run if this one dies first).
             cache.add_fold_ins(due)
             # After the commit: a request in between recomputing from the old rows would cache them again.
+            if gone or back or items_changed:  # before relisting: the lists see the items as committed
+                cache.set_unavailable(gone, back)
             if users:
                 # Up to half the run's budget: the users a fold-in makes collaborative come next.
                 relist_some(users[:max(0, LISTS_MAX // 2 - relisted)])
                 cache.invalidate_users(users)
-            if gone or back:
-                cache.set_unavailable(gone, back)
             result["events"] += len(rows)
             result["users"] += len(users)
             result["unavailable"] += len(gone)
