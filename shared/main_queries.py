@@ -25,16 +25,20 @@ FROM handpicked_presents
 WHERE user_id IS NULL
 """
 
+# Times are epoch seconds as float8 from date_part('epoch', ...): the same values as
+# extract(epoch FROM ...)::float8, which computes a numeric first (PostgreSQL 14+) and made
+# the read of 5M interactions about 30 % slower.
+
 # Interactions with public presents only: private items are never recommended, and
 # counting them would let a user's own wishlist drive their algorithm choice.
 INTERACTIONS_SQL = """
 SELECT l.user_id, l.handpicked_present_id AS item_id,
-       extract(epoch FROM l.created_at)::float8 AS ts, 'like' AS type
+       date_part('epoch', l.created_at) AS ts, 'like' AS type
 FROM handpicked_likes l JOIN handpicked_presents p ON p.id = l.handpicked_present_id
 WHERE p.user_id IS NULL
 UNION ALL
 SELECT c.user_id, c.handpicked_present_id AS item_id,
-       extract(epoch FROM c.created_at)::float8 AS ts, 'click' AS type
+       date_part('epoch', c.created_at) AS ts, 'click' AS type
 FROM handpicked_present_clicks c JOIN handpicked_presents p ON p.id = c.handpicked_present_id
 WHERE p.user_id IS NULL
 """
@@ -106,7 +110,7 @@ def load_stats(conn) -> dict:
 NEW_EVENTS_SQL = {
     source: f"""
 SELECT e.id, e.user_id, e.handpicked_present_id AS item_id,
-       extract(epoch FROM e.created_at)::float8 AS ts, '{kind}' AS type,
+       date_part('epoch', e.created_at) AS ts, '{kind}' AS type,
        (p.id IS NOT NULL AND p.user_id IS NULL) AS public
 FROM {table} e LEFT JOIN handpicked_presents p ON p.id = e.handpicked_present_id
 WHERE e.id > %s OR e.id = ANY(%s::bigint[])
@@ -125,17 +129,17 @@ SELECT (SELECT coalesce(max(id), 0) FROM handpicked_likes) AS likes,
 # the sync starts from scratch; afterwards the sync keeps it up to date itself).
 NEWEST_INTERACTION_SQL = """
 SELECT max(ts) FROM (
-  SELECT max(extract(epoch FROM l.created_at))::float8 AS ts
+  SELECT max(date_part('epoch', l.created_at)) AS ts
   FROM handpicked_likes l JOIN handpicked_presents p ON p.id = l.handpicked_present_id WHERE p.user_id IS NULL
   UNION ALL
-  SELECT max(extract(epoch FROM c.created_at))::float8
+  SELECT max(date_part('epoch', c.created_at))
   FROM handpicked_present_clicks c JOIN handpicked_presents p ON p.id = c.handpicked_present_id WHERE p.user_id IS NULL
 ) x
 """
 
 # Presents changed since a time: status, owner (a private item) or anything else.
 CHANGED_PRESENTS_SQL = """
-SELECT id, (user_id IS NULL AND status = 'in_stock') AS available, extract(epoch FROM updated_at)::float8 AS changed
+SELECT id, (user_id IS NULL AND status = 'in_stock') AS available, date_part('epoch', updated_at) AS changed
 FROM handpicked_presents
 WHERE updated_at > to_timestamp(%s)
 ORDER BY updated_at
