@@ -25,7 +25,9 @@ import resource  # noqa: E402
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8001')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
+# gunicorn's gevent worker, accepting connections in batches once it holds a few hundred
+# (deploy/gevent_worker.py: one accept per loop turn overflowed the accept queue at 10,000).
+worker_class = "deploy.gevent_worker.GeventWorker"
 # Simultaneous connections per worker (idle keep-alives included).
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
 keepalive = 5

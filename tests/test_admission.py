@@ -70,3 +70,32 @@ def test_the_db_pool_hands_connections_over_in_arrival_order(monkeypatch):
     late = gevent.spawn(borrower, "late")
     gevent.joinall(waiting + [late], timeout=5, raise_error=True)
     assert order == ["a", "b", "late"]
+
+
+def test_a_worker_accepts_one_connection_a_turn_until_it_holds_many():
+    """deploy.gevent_worker: gunicorn's max_accept = 1 (several workers share new connections)
+    holds below BALANCED_BELOW connections; past it a turn accepts a batch, so a burst of
+    connects does not overflow the kernel's accept queue."""
+    import ast
+
+    from gevent.pool import Pool
+
+    from deploy import gevent_worker
+    from deploy.stack import ROOT
+
+    pool = Pool(1000)
+    server = gevent_worker.BatchAcceptServer(("127.0.0.1", 0), handle=lambda sock, addr: None, spawn=pool)
+    server.max_accept = 1  # what gunicorn's GeventWorker.run() sets with more than one worker
+    assert server.max_accept == 1
+    held = [pool.spawn(gevent.sleep, 30) for _ in range(gevent_worker.BALANCED_BELOW - 1)]
+    assert server.max_accept == 1
+    held.append(pool.spawn(gevent.sleep, 30))
+    assert server.max_accept == gevent_worker.ACCEPT_BATCH > 1
+    pool.kill()
+    assert server.max_accept == 1
+    server.close()
+    # The API's gunicorn settings use it (read, not run: the file monkey-patches the process).
+    tree = ast.parse((ROOT / "deploy" / "gunicorn.conf.py").read_text())
+    assigned = {node.targets[0].id: node.value for node in tree.body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    assert ast.literal_eval(assigned["worker_class"]) == "deploy.gevent_worker.GeventWorker"
