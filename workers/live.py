@@ -76,8 +76,8 @@ FULL_READ_SHARE = 0.5
 LOCK_KEY = "recs:lock:live_sync"
 LOCK_TTL_S = 600
 FULL_JOBS = ("popular_items", "user_profiles", "user_similarities", "user_lists")
-# Stored lists recomputed per run (a few ms each over the SQL source), so a burst does
-# not slow the sync; the others are served computed (exactly the same answers) until
+# Stored lists recomputed per run (workers.lists.update_users), so a burst does not slow
+# the sync; the others are served computed (exactly the same answers) until
 # the next lists job. The users a run re-read take at most half; the rest is kept for
 # the users its fold-ins made collaborative.
 LISTS_MAX = 500
