@@ -219,3 +219,15 @@ def main_factory(hand_env):
     f.close()
 
 
+
+
+@pytest.fixture(autouse=True)
+def _fresh_relisting_snapshots():
+    """The live sync keeps a catalogue snapshot per recommendations DB in its process
+    (workers.lists): each test starts without one, as a new worker does."""
+    import sys
+
+    lists = sys.modules.get("workers.lists")
+    if lists is not None:
+        lists._SNAPSHOTS.clear()
+    yield

@@ -85,6 +85,7 @@ def test_a_worker_accepts_one_connection_a_turn_until_it_holds_many():
 
     pool = Pool(1000)
     server = gevent_worker.BatchAcceptServer(("127.0.0.1", 0), handle=lambda sock, addr: None, spawn=pool)
+    assert server.max_accept == 100  # one worker: gunicorn leaves gevent's default, and so does this
     server.max_accept = 1  # what gunicorn's GeventWorker.run() sets with more than one worker
     assert server.max_accept == 1
     held = [pool.spawn(gevent.sleep, 30) for _ in range(gevent_worker.BALANCED_BELOW - 1)]

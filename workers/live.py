@@ -376,6 +376,8 @@ def sync_recent_activity(settings: Settings, cache: Cache, time_budget_s: float 
             relist = state.pop("relist", [])
             save_state(cur, state)
         recs.commit()
+        if result["reconciled"].get("popular_items"):  # items marked out of stock again in the new tables:
+            cache.set_unavailable({}, ())  # the version moves, so the relisting's catalogue reloads
         relisted = 0  # this run's, up to LISTS_MAX
 
         def relist_some(users):
