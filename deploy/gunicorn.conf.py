@@ -25,7 +25,7 @@ import resource  # noqa: E402
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8001')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# gunicorn's gevent worker, accepting connections in batches once it holds a few hundred
+# gunicorn's gevent worker, accepting connections in batches while hundreds queue up
 # (deploy/gevent_worker.py: one accept per loop turn overflowed the accept queue at 10,000).
 worker_class = "deploy.gevent_worker.GeventWorker"
 # Simultaneous connections per worker (idle keep-alives included).

@@ -72,29 +72,35 @@ def test_the_db_pool_hands_connections_over_in_arrival_order(monkeypatch):
     assert order == ["a", "b", "late"]
 
 
-def test_a_worker_accepts_one_connection_a_turn_until_it_holds_many():
+def test_a_worker_accepts_a_batch_a_turn_only_while_connections_queue_up():
     """deploy.gevent_worker: gunicorn's max_accept = 1 (several workers share new connections)
-    holds below BALANCED_BELOW connections; past it a turn accepts a batch, so a burst of
-    connects does not overflow the kernel's accept queue."""
+    holds while few connections wait in the accept queue; with QUEUED_BATCH_AT or more
+    waiting, a turn accepts a batch, so a burst of connects does not overflow the queue.
+    A single worker (no max_accept from gunicorn) keeps gevent's default."""
     import ast
-
-    from gevent.pool import Pool
+    import socket as stdlib_socket
 
     from deploy import gevent_worker
     from deploy.stack import ROOT
 
-    pool = Pool(1000)
-    server = gevent_worker.BatchAcceptServer(("127.0.0.1", 0), handle=lambda sock, addr: None, spawn=pool)
+    listener = stdlib_socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    server = gevent_worker.BatchAcceptServer(listener, handle=lambda sock, addr: None)
     assert server.max_accept == 100  # one worker: gunicorn leaves gevent's default, and so does this
     server.max_accept = 1  # what gunicorn's GeventWorker.run() sets with more than one worker
     assert server.max_accept == 1
-    held = [pool.spawn(gevent.sleep, 30) for _ in range(gevent_worker.BALANCED_BELOW - 1)]
-    assert server.max_accept == 1
-    held.append(pool.spawn(gevent.sleep, 30))
+    clients = [stdlib_socket.create_connection(listener.getsockname())
+               for _ in range(gevent_worker.QUEUED_BATCH_AT - 1)]  # handshakes done, none accepted yet
+    assert gevent_worker.accept_queue(listener) == len(clients) and server.max_accept == 1
+    clients.append(stdlib_socket.create_connection(listener.getsockname()))
     assert server.max_accept == gevent_worker.ACCEPT_BATCH > 1
-    pool.kill()
-    assert server.max_accept == 1
-    server.close()
+    for _ in range(len(clients)):
+        listener.accept()[0].close()
+    assert gevent_worker.accept_queue(listener) == 0 and server.max_accept == 1
+    for client in clients:
+        client.close()
+    listener.close()
     # The API's gunicorn settings use it (read, not run: the file monkey-patches the process).
     tree = ast.parse((ROOT / "deploy" / "gunicorn.conf.py").read_text())
     assigned = {node.targets[0].id: node.value for node in tree.body
