@@ -219,8 +219,6 @@ def main_factory(hand_env):
     f.close()
 
 
-
-
 @pytest.fixture(autouse=True)
 def _fresh_relisting_snapshots():
     """The live sync keeps a catalogue snapshot per recommendations DB in its process

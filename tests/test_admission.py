@@ -79,6 +79,7 @@ def test_a_worker_accepts_a_batch_a_turn_only_while_connections_queue_up():
     A single worker (no max_accept from gunicorn) keeps gevent's default."""
     import ast
     import socket as stdlib_socket
+    import time
 
     from deploy import gevent_worker
     from deploy.stack import ROOT
@@ -90,11 +91,17 @@ def test_a_worker_accepts_a_batch_a_turn_only_while_connections_queue_up():
     assert server.max_accept == 100  # one worker: gunicorn leaves gevent's default, and so does this
     server.max_accept = 1  # what gunicorn's GeventWorker.run() sets with more than one worker
     assert server.max_accept == 1
+    def queued(n):  # the kernel completes the handshakes on its own: wait until all n are queued
+        deadline = time.monotonic() + 5
+        while gevent_worker.accept_queue(listener) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return gevent_worker.accept_queue(listener)
+
     clients = [stdlib_socket.create_connection(listener.getsockname())
                for _ in range(gevent_worker.QUEUED_BATCH_AT - 1)]  # handshakes done, none accepted yet
-    assert gevent_worker.accept_queue(listener) == len(clients) and server.max_accept == 1
+    assert queued(len(clients)) == len(clients) and server.max_accept == 1
     clients.append(stdlib_socket.create_connection(listener.getsockname()))
-    assert server.max_accept == gevent_worker.ACCEPT_BATCH > 1
+    assert queued(len(clients)) == len(clients) and server.max_accept == gevent_worker.ACCEPT_BATCH > 1
     for _ in range(len(clients)):
         listener.accept()[0].close()
     assert gevent_worker.accept_queue(listener) == 0 and server.max_accept == 1
