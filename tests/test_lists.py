@@ -286,6 +286,16 @@ def test_live_update_rewrites_a_users_list_as_the_full_precompute_does(tiny_env)
     assert query(recs, sql, (picked + [zero],)) == before
 
 
+def sql_list(settings, user: int, geo: int):
+    """What personalized_list gives over the SQL source for the user's own request (their geo, no filter)."""
+    conn = prepare(connect_recs(settings))
+    try:
+        source = SqlSource(lambda fn: fn(conn.cursor()))
+        return personalized_list(source, user, geo, Filters(geo_id=geo), SIZE)[0]
+    finally:
+        conn.close()
+
+
 def test_the_live_sync_rewrites_the_lists_of_the_users_it_touches(env, hand_env):  # noqa: F811 (the fixture)
     """A like synced from the main DB: the user's stored list is recomputed at once (without
     the liked item, as the SQL computation gives it), and a miss is served from it."""
@@ -299,12 +309,7 @@ def test_the_live_sync_rewrites_the_lists_of_the_users_it_touches(env, hand_env)
     assert ns.sync()["relisted"] == 1
     row = query(ns.recs, "SELECT item_ids, algorithm FROM user_lists WHERE user_id = %s", (user,))[0]
     assert stored[0] not in row[0] and row[1] == "content_based"
-    conn = prepare(connect_recs(ns.settings))
-    try:
-        source = SqlSource(lambda fn: fn(conn.cursor()))
-        reference, _ = personalized_list(source, user, geo, Filters(geo_id=geo), SIZE)
-    finally:
-        conn.close()
+    reference = sql_list(ns.settings, user, geo)
     assert row[0] == reference.ids
     app = create_app(dict(hand_env, GENERATION_CHECK_MS="0"))
     reads = count_reads(app)
@@ -337,12 +342,7 @@ def test_the_sync_relists_over_the_catalogue_as_its_own_run_changed_it(env):  # 
     assert result["unavailable"] == 1 and result["relisted"] == 1
     (row,) = query(ns.recs, "SELECT item_ids FROM user_lists WHERE user_id = %s", (user,))[0]
     assert out not in row and stored[0] not in row
-    conn = prepare(connect_recs(ns.settings))
-    try:
-        source = SqlSource(lambda fn: fn(conn.cursor()))
-        reference, _ = personalized_list(source, user, geo, Filters(geo_id=geo), SIZE)
-    finally:
-        conn.close()
+    reference = sql_list(ns.settings, user, geo)
     assert row == reference.ids
 
 
