@@ -8,7 +8,7 @@ Run by bench.run against its running API, on the bench databases:
   LIVE_SYNC_SECONDS;
 - events: POST /events like, then /personalized until the item is gone (p50/p99);
 - serving with the sync running (and likes trickling in) against without: cache-hit
-  RPS and cache-miss p99, interleaved;
+  RPS and cache-miss p99, medians of interleaved rounds (serving);
 - throughput: a burst of new interactions COPYed into the main DB, then the sync
   run in this process until caught up: interactions applied per second, and the
   time until the fold-ins of users the burst made collaborative are done; then how
@@ -35,6 +35,8 @@ import psycopg2
 from deploy.stack import ROOT, query
 
 BIN = Path(sys.executable).parent
+SERVING_ROUNDS = 3  # interleaved rounds of serving with and without the sync
+SETTLE_S = 5  # after the worker's first sync, before the first round
 
 
 def procfile_nice(process: str) -> int:
@@ -287,6 +289,58 @@ def throughput(settings, cache, db: MainDB, burst: int, overlap_sample: int = 30
             "fold_in_overlap": fold_in_overlap(settings, before, overlap_sample) if overlap_sample else None}
 
 
+def serving(api_url: str, run_wrk, scripts: dict, seconds: int, settings, db: "MainDB", users: list,
+            rounds: int = SERVING_ROUNDS) -> dict:
+    """Cache hits and cache misses at c=8 with the sync running every LIVE_SYNC_SECONDS and
+    likes trickling in (10 a second, each the last item /personalized lists for a user),
+    against without the sync: `rounds` interleaved rounds, each condition's figures the
+    medians (RPS, p99) of its rounds. Without the sync, the worker and beat still run, but
+    this process holds the sync's lock, so each run returns at once (workers.live)."""
+    from shared.cache import make_client
+    from workers.live import LOCK_KEY
+
+    lock = make_client(settings.recommendations_redis_url, timeout_s=30).lock(LOCK_KEY, timeout=3600)
+    runs: dict = {"without": {}, "with": {}}
+    for _ in range(rounds):
+        for condition in ("without", "with"):
+            stop = threading.Event()
+            if condition == "without":
+                lock.acquire(blocking=True, blocking_timeout=600)  # waits for a run in progress to end
+                trickler = None
+            else:
+                trickler = threading.Thread(target=_trickle, args=(api_url, db, users, stop), daemon=True)
+                trickler.start()
+            try:
+                for name in ("hit_personalized", "miss_collaborative"):
+                    runs[condition].setdefault(name, []).append(run_wrk(api_url, scripts[name], 8, seconds))
+            finally:
+                if trickler is None:
+                    lock.release()
+                else:
+                    stop.set()
+                    trickler.join()
+    return {condition: {name: _median_run(blocks) for name, blocks in by_name.items()}
+            for condition, by_name in runs.items()} | {"rounds": rounds}
+
+
+def _trickle(api_url: str, db: "MainDB", users: list, stop: threading.Event) -> None:
+    k = 0
+    while not stop.wait(0.1):
+        user = users[k % len(users)]
+        items = _listed(api_url, user)
+        if items:
+            db.like(user, items[-1])
+        k += 1
+
+
+def _median_run(blocks: list[dict]) -> dict:
+    """The rounds' median RPS and median p99 (each over the rounds), with every round's."""
+    return {"rps": float(np.median([b["rps"] for b in blocks])),
+            "p99_ms": float(np.median([b["p99_ms"] for b in blocks])),
+            "errors": sum(b["non2xx"] + b["socket_errors"] for b in blocks),
+            "runs": [{k: b[k] for k in ("rps", "p50_ms", "p99_ms")} for b in blocks]}
+
+
 def run(env: dict, api_url: str, tmp: Path, run_wrk, scripts: dict, users: dict, seconds: int,
         likes: int = 200, rate: float = 4.0, events: int = 200, burst: int = 100_000,
         sync_seconds: int | None = None) -> dict:
@@ -302,33 +356,13 @@ def run(env: dict, api_url: str, tmp: Path, run_wrk, scripts: dict, users: dict,
     procs = []
     out: dict = {"sync_seconds": settings.live_sync_seconds}
     try:
-        # Serving without the sync first, then with it (and likes trickling in), interleaved.
-        serving = {"without": {}, "with": {}}
-        serving["without"]["hit_personalized"] = run_wrk(api_url, scripts["hit_personalized"], 8, seconds)
-        serving["without"]["miss_collaborative"] = run_wrk(api_url, scripts["miss_collaborative"], 8, seconds)
         procs = start_sync(sync_env, tmp)
         _wait_for_sync(env["RECOMMENDATIONS_DATABASE_URL"])
-        trickle_stop = threading.Event()
-
-        def trickle():
-            k = 0
-            while not trickle_stop.wait(0.1):
-                user = collaborative[k % len(collaborative)]
-                items = _listed(api_url, user)
-                if items:
-                    db.like(user, items[-1])
-                k += 1
-
-        trickler = threading.Thread(target=trickle, daemon=True)
-        trickler.start()
-        serving["with"]["hit_personalized"] = run_wrk(api_url, scripts["hit_personalized"], 8, seconds)
-        serving["with"]["miss_collaborative"] = run_wrk(api_url, scripts["miss_collaborative"], 8, seconds)
-        trickle_stop.set()
-        trickler.join()
-        out["serving"] = serving
-        out["hit_rps_with_vs_without"] = round(serving["with"]["hit_personalized"]["rps"]
-                                               / serving["without"]["hit_personalized"]["rps"], 3)
-        out["miss_p99_ms"] = {k: serving[k]["miss_collaborative"]["p99_ms"] for k in serving}
+        time.sleep(SETTLE_S)  # worker and beat have finished starting (their CPU would count against a round)
+        out["serving"] = serving(api_url, run_wrk, scripts, seconds, settings, db, collaborative)
+        out["hit_rps_with_vs_without"] = round(out["serving"]["with"]["hit_personalized"]["rps"]
+                                               / out["serving"]["without"]["hit_personalized"]["rps"], 3)
+        out["miss_p99_ms"] = {k: out["serving"][k]["miss_collaborative"]["p99_ms"] for k in ("with", "without")}
 
         # Freshness under load: wrk on cache hits for as long as the likes take.
         load_seconds = int(likes / rate) + 2 * settings.live_sync_seconds + 5
@@ -360,8 +394,14 @@ def markdown(block: dict) -> list[str]:
         f"({e['gone_on_first_request']}/{e['events']} gone on the first request); "
         f"sync throughput {t['interactions_per_s']} interactions/s ({t['burst']} burst absorbed in {t['seconds']} s, "
         f"its {t['folded_in']} fold-ins done after {t['with_fold_ins_s']} s{_overlap_text(t)}); cache-hit RPS with the sync running / without {block['hit_rps_with_vs_without']}, "
-        f"cache-miss p99 with {block['miss_p99_ms']['with']} ms, without {block['miss_p99_ms']['without']} ms.",
+        f"cache-miss p99 with {block['miss_p99_ms']['with']} ms, without {block['miss_p99_ms']['without']} ms"
+        f"{_rounds_text(block)}.",
     ]
+
+
+def _rounds_text(block: dict) -> str:
+    rounds = block["serving"].get("rounds")
+    return f" (medians of {rounds} interleaved rounds)" if rounds else ""
 
 
 def _overlap_text(t: dict) -> str:

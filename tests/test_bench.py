@@ -36,6 +36,9 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
     assert live["events"]["events"] == 20 and live["events"]["p50_ms"] <= live["events"]["p99_ms"]
     assert live["throughput"]["applied"] >= 3000 and live["throughput"]["interactions_per_s"] > 0
     assert live["serving"]["with"]["hit_personalized"]["rps"] > 0 and live["hit_rps_with_vs_without"] > 0
+    rounds = live["serving"]["rounds"]
+    assert all(len(live["serving"][c][name]["runs"]) == rounds >= 2 for c in ("with", "without")
+               for name in ("hit_personalized", "miss_collaborative"))
     # The bench deletes what it added to the main DB.
     assert query(databases["main_bench"], "SELECT count(*) FROM handpicked_likes WHERE created_at > now() - "
                                           "interval '1 hour'")[0][0] == 0
