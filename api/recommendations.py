@@ -18,6 +18,7 @@ from shared.cache import POPULAR as POPULAR_KIND, lists_current, popular_suffix
 from shared.catalogue import SnapshotSource
 from shared.demographics import fallback_chain
 from shared.serving import COMPUTED, POPULAR, Profile, answer_plan, personal_answer, popular_list, segments_needed
+from shared.store import user_row
 
 bp = Blueprint("recommendations", __name__)
 
@@ -66,7 +67,10 @@ def personalized_result(s: Services, body) -> dict:
     geo = req.geo_id or 0
 
     def compute(slot, exclude):
-        row = s.source.user(req.user_id)  # one read: the profile and the precomputed list
+        raw = slot.row
+        if raw is None:  # not cached: one read, the profile and the precomputed list
+            raw = slot.new_row = s.source.user_raw(req.user_id)
+        row = user_row(req.user_id, raw)
         profile = row.profile or _unknown_user(req.user_id)
         plist = row.plist if lists_current(slot.gens) else None
         if slot.liked or slot.unliked:  # live feedback since the profile was computed (POST /events)
@@ -74,6 +78,7 @@ def personalized_result(s: Services, body) -> dict:
                 plist = None
             profile = replace(profile, liked=(profile.liked | slot.liked) - slot.unliked)
         plan = answer_plan(plist, profile, req.geo_id, filters)
+        slot.keep_list = plan == COMPUTED or slot.new_row is not None  # else the cached row answers again
         collaborative = ((), ())
         if plan == COMPUTED and row.profile is not None:  # only a computed answer reads the rest
             profile, collaborative = s.source.with_detail(profile)

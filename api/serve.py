@@ -1,6 +1,9 @@
 """Cache-through serving: one Redis round trip on a hit, else compute from the recommendations DB.
 
-A /personalized miss reads the user's row (profile, precomputed list) in one query;
+A /personalized miss reads the user's row (profile, precomputed list) in one query,
+unless the lookup found it cached in the user's hash (then a miss answered from the
+precomputed list reads nothing: its list is not cached either, being cheaper to compute
+again than to store);
 the precomputed list is served as is when it is the exact answer, filtered in memory
 when the request only narrows it (then popular fill-in), else a second query reads
 the profile's preferences and collaborative list and the list is computed in memory
@@ -23,7 +26,8 @@ import time
 
 import psycopg2
 
-from shared.cache import CacheUnavailable, decode_list, encode_list, live_exclusions
+from shared.cache import (CacheUnavailable, decode_list, decode_user_row, encode_list, encode_user_row,
+                          live_exclusions)
 from shared.serving import algorithm_label, paginate, without
 
 
@@ -46,23 +50,35 @@ class KeySlot:
 
 class UserSlot:
     """A list cached in its user's hash (/personalized): one HMGET, hit or miss; a miss by a user
-    with live feedback also reads it, and the computed list honours it (shared.cache.Cache.lookup_user)."""
+    with live feedback also reads it, and the computed list honours it (shared.cache.Cache.lookup_user).
+
+    A miss also gets the user's row if it is cached (row: the USER_SQL tuple). compute
+    reads it from the DB otherwise and sets new_row, which store() caches with the list;
+    it clears keep_list when the list is cheaper to compute again from the cached row
+    than to store."""
+
+    keep_list = True
+    new_row = None
 
     def __init__(self, cache, user_id: int, geo_id: int, filters_key: str):
         self.cache = cache
         self.slot = cache.lookup_user(user_id, geo_id, filters_key)
         self.value, self.gens = self.slot.value, self.slot.gens
         self.liked, self.unliked = live_exclusions(self.slot.feedback)
+        self.row = None if self.slot.row is None else decode_user_row(self.slot.row)
 
     def store(self, value: bytes, ttl_s: int) -> None:
-        self.cache.store_user(self.slot, value, ttl_s)
+        self.cache.store_user(self.slot, value if self.keep_list else None, ttl_s,
+                              None if self.new_row is None else encode_user_row(self.new_row))
 
 
 class NoSlot:
     """Redis is down: nothing cached, no live feedback; the last known unavailable set still applies."""
 
-    value = gens = None
+    value = gens = row = None
     liked = unliked = frozenset()
+    keep_list = True
+    new_row = None
 
     def store(self, value: bytes, ttl_s: int) -> None:
         pass

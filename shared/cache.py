@@ -20,10 +20,14 @@ live TS_TTL_S.
 Live state (see shared/live.py): everything cached about one user is one hash
 (`u:<id>`): its /personalized lists (field `l:<generations>:<geo>:<filters>`), a
 version (`v`), and the live feedback from POST /events (`f:<item>` -> l|u with the
-mark's expiry, and a flag `f`). A lookup is one HMGET of the list's field, `v` and
-`f`, so a miss knows the version (and whether there is feedback) without a second
-round trip. A cached list starts with the version it was computed under, and it is
-served only while that is still the user's version. Every invalidation (an event,
+mark's expiry, and a flag `f`). A lookup is one HMGET of the list's field, `v`,
+`f` and the user's row (`l:u:<generations>`: what the recommendations DB holds about
+the user for serving, their profile and precomputed list, encode_user_row), so a miss
+knows the version (and whether there is feedback) without a second round trip, and a
+miss by a user whose row is cached reads nothing else: the row, filtered in memory,
+answers every request that the precomputed list answers. A cached list or row starts
+with the version it was computed under, and it is served only while that is still
+the user's version. Every invalidation (an event,
 the live sync re-reading a user) sets a new, never reused version, so it drops all
 the user's lists at once, with no key scan; and a request that read the old state
 and stores its list after the invalidation stores one that is never served (the
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 from bisect import bisect_left
 import time
@@ -91,11 +96,12 @@ if marks == 0 then redis.call('HDEL', KEYS[1], 'f') else redis.call('HSET', KEYS
 redis.call('HSET', KEYS[1], 'v', ARGV[1])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 """
-# Store a list in its user's hash; the hash keeps the longest TTL any of its lists or
-# feedback needs. One command: a pipeline of HSET and two EXPIREs costs the client more.
+# Store fields (a list, the user's row) in its user's hash: ARGV[1] the TTL, then name,
+# value pairs; the hash keeps the longest TTL any of its lists or feedback needs. One
+# command: a pipeline of HSET and two EXPIREs costs the client more.
 STORE_USER = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 """
 LIKED, UNLIKED = b"l", b"u"
 TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
@@ -191,6 +197,12 @@ def user_list_field(gens: dict, geo_id: int, filters_key: str) -> str:
     return f"l:{basis(gens)}:{geo_id}:{filters_key}"
 
 
+def user_row_field(gens: dict) -> str:
+    """The user's row (encode_user_row) read from user_profiles and user_lists: it changes with
+    the profiles and with the lists swapped in (and the live sync, which sets a new version)."""
+    return f"l:u:{gens['profiles']}:{gens.get('lists')}"
+
+
 class UserSlot(NamedTuple):
     """What lookup_user tells about a user's /personalized request."""
 
@@ -201,6 +213,31 @@ class UserSlot(NamedTuple):
     feedback: dict  # {item_id: LIKED | UNLIKED}; read on a miss only (a hit's list already honours it)
     gens: dict
     version: bytes = b""  # the user's version at the lookup: a list computed now is stored under it
+    row_field: str = ""
+    row: bytes | None = None  # the user's row (encode_user_row), under the current version, on a miss
+
+
+_ROW_HEAD = struct.Struct(">III")
+
+
+def encode_user_row(row: tuple) -> bytes:
+    """A user's row as shared.store.SqlSource.user_raw reads it (USER_SQL's columns: its two
+    arrays in PostgreSQL's binary format, the rest scalars), as cached: decode_user_row
+    gives the same tuple back, so the row is served exactly as read."""
+    liked, ids = bytes(row[2] or b""), bytes(row[6] or b"")
+    head = orjson.dumps([row[0], row[1], row[3], row[4], row[5], row[7], row[8], row[9], row[10], row[11], row[12],
+                         row[2] is None, row[6] is None])
+    return _ROW_HEAD.pack(len(head), len(liked), len(ids)) + head + liked + ids
+
+
+def decode_user_row(raw: bytes) -> tuple:
+    n_head, n_liked, n_ids = _ROW_HEAD.unpack_from(raw)
+    at = _ROW_HEAD.size
+    h = orjson.loads(raw[at:at + n_head])
+    at += n_head
+    liked = None if h[11] else raw[at:at + n_liked]
+    ids = None if h[12] else raw[at + n_liked:at + n_liked + n_ids]
+    return (h[0], h[1], liked, h[2], h[3], h[4], ids, h[5], h[6], h[7], h[8], h[9], h[10])
 
 
 def encode_list(ids: list, sections: list, algorithm: str) -> bytes:
@@ -379,27 +416,38 @@ class Cache:
         return key, value, gens
 
     def lookup_user(self, user_id: int, geo_id: int, filters_key: str) -> UserSlot:
-        """The user's cached list, with their version: one HMGET, hit or miss. A miss by a
-        user with live feedback reads it too (a second round trip). Counts the request."""
+        """The user's cached list, with their version and (on a miss) their cached row: one
+        HMGET, hit or miss. A miss by a user with live feedback reads it too (a second round
+        trip). Counts the request."""
         gens = self.generations()
-        key, list_field = user_key(user_id), user_list_field(gens, geo_id, filters_key)
-        value, version, flagged = self._call(lambda: self.client.hmget(key, (list_field, VERSION_FIELD, FEEDBACK_FLAG)))
+        key, list_field, row_field = user_key(user_id), user_list_field(gens, geo_id, filters_key), user_row_field(gens)
+        value, version, flagged, row = self._call(
+            lambda: self.client.hmget(key, (list_field, VERSION_FIELD, FEEDBACK_FLAG, row_field)))
         self._requests += 1
         version = version or b""
         if value is not None and value.startswith(version + b"|"):
-            return UserSlot(user_id, key, list_field, value[len(version) + 1:], {}, gens, version)
-        if flagged is None:
-            return UserSlot(user_id, key, list_field, None, {}, gens, version)
-        fields = self._call(lambda: self.client.hgetall(key))  # version and feedback as of one moment
-        return UserSlot(user_id, key, list_field, None, _feedback(fields, time.time()), gens,
-                        fields.get(VERSION_FIELD, b""))
+            return UserSlot(user_id, key, list_field, value[len(version) + 1:], {}, gens, version, row_field)
+        feedback = {}
+        if flagged is not None:
+            fields = self._call(lambda: self.client.hgetall(key))  # version, feedback and row as of one moment
+            version, row = fields.get(VERSION_FIELD, b""), fields.get(row_field.encode())
+            feedback = _feedback(fields, time.time())
+        row = row[len(version) + 1:] if row is not None and row.startswith(version + b"|") else None
+        return UserSlot(user_id, key, list_field, None, feedback, gens, version, row_field, row)
 
-    def store_user(self, slot: UserSlot, value: bytes, ttl_s: int) -> None:
-        """Cache a computed list in the user's hash under the version lookup_user read: if the
-        user was invalidated meanwhile, it is stored but never served (lookup_user checks).
-        The hash keeps the longest TTL any of its lists or feedback needs."""
+    def store_user(self, slot: UserSlot, value: bytes | None, ttl_s: int, row: bytes | None = None) -> None:
+        """Cache a computed list (None: not this one), and the user's row read from the DB, in
+        the user's hash under the version lookup_user read: if the user was invalidated
+        meanwhile, they are stored but never served (lookup_user checks). The hash keeps the
+        longest TTL any of its lists or feedback needs. Counts a miss."""
         self._misses += 1
-        self._call(lambda: self._store_user(keys=[slot.key], args=[slot.list_field, slot.version + b"|" + value, ttl_s]))
+        fields = []
+        if value is not None:
+            fields += [slot.list_field, slot.version + b"|" + value]
+        if row is not None:
+            fields += [slot.row_field, slot.version + b"|" + row]
+        if fields:
+            self._call(lambda: self._store_user(keys=[slot.key], args=[ttl_s, *fields]))
 
     def _invalidate(self, pipe, users, min_ttl_s: int = INVALIDATED_TTL_S) -> None:
         now = int(time.time())

@@ -207,14 +207,11 @@ class SqlSource:
 
     def user(self, user_id) -> UserRow:
         """The user's profile (without preferences) and precomputed list, in one read."""
-        row = self._rows("recs_user", (user_id,), one=True)
-        profile = None
-        if row[0]:
-            profile = Profile(user_id, row[1], liked=frozenset(binary_array(row[2])), gender=row[3], age_group=row[4],
-                              geo_id=row[5])
-        plist = None if row[6] is None else PersonalList(list(binary_array(row[6])), decode_sections(row[7]),
-                                                         *row[8:13])
-        return UserRow(profile, plist)
+        return user_row(user_id, self.user_raw(user_id))
+
+    def user_raw(self, user_id) -> tuple:
+        """USER_SQL's row for the user, as read (user_row makes a UserRow of it)."""
+        return self._rows("recs_user", (user_id,), one=True)
 
     def with_detail(self, profile: Profile) -> tuple[Profile, tuple]:
         """(the profile with its preferences, (item ids, scores) of the collaborative list):
@@ -231,6 +228,16 @@ class SqlSource:
                   [seg[3] for seg in segments])
         return {segments[ord_ - 1]: (binary_array(ids), binary_array(scores))
                 for ord_, ids, scores in self._rows("recs_segments", params)}
+
+
+def user_row(user_id: int, row: tuple) -> UserRow:
+    """A UserRow from USER_SQL's columns (read now, or cached: shared.cache.encode_user_row)."""
+    profile = None
+    if row[0]:
+        profile = Profile(user_id, row[1], liked=frozenset(binary_array(row[2])), gender=row[3], age_group=row[4],
+                          geo_id=row[5])
+    plist = None if row[6] is None else PersonalList(list(binary_array(row[6])), decode_sections(row[7]), *row[8:13])
+    return UserRow(profile, plist)
 
 
 def _profile(user_id: int, row) -> Profile:

@@ -264,3 +264,48 @@ def test_counters_survive_a_failed_flush():
     cache._failed_at = 0.0  # past the breaker
     cache.generations(fresh=True)
     assert int(cache.client.hget(_stats_key(), "requests")) == 4
+
+
+def test_user_row_encoding_round_trips_the_database_row():
+    from shared.cache import decode_user_row, encode_user_row
+
+    # USER_SQL's columns: a known user with a list, a user without one, an unknown user.
+    listed = (True, 4, memoryview(b"\x00\x00\x00\x01liked"), "f", "25-34", 213, b"\x00\x00\x00\x01ids",
+              "collaborative:0 popular:150", "collaborative", 213, True, 0.1 + 0.2, 1e300)
+    unlisted = (True, 0, b"", None, None, None, None, None, None, None, None, None, None)
+    unknown = (False, None, None, None, None, None, None, None, None, None, None, None, None)
+    for row in (listed, unlisted, unknown):
+        back = decode_user_row(encode_user_row(row))
+        assert back == tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+    assert decode_user_row(encode_user_row(listed))[11] == 0.1 + 0.2  # floats exactly as read
+
+
+def test_a_users_row_is_served_only_under_its_version_and_generations(cache):
+    from shared.cache import LIKED
+
+    assert cache.lookup_user(7, 213, "f").row is None
+    cache.store_user(cache.lookup_user(7, 213, "f"), b"[1]", 900, row=b"row-1")
+    # Any other request of the user finds the row, and the list it was stored with is a hit.
+    other = cache.lookup_user(7, 0, "g")
+    assert other.value is None and other.row == b"row-1"
+    assert cache.lookup_user(7, 213, "f").value == b"[1]"
+    # A store without a list (answered from the cached row) writes nothing, and still counts a miss.
+    misses = cache._misses
+    cache.store_user(other, None, 900)
+    assert cache._misses == misses + 1 and cache.lookup_user(7, 0, "g").value is None
+    # An invalidation (an event, the live sync re-reading the user) drops the row with the lists;
+    # a row stored by a request that read the old version is never served.
+    slow = cache.lookup_user(7, 0, "g")
+    cache.record_feedback([(7, 42, LIKED)], ttl_s=600)
+    cache.store_user(slow, None, 900, row=b"stale")
+    after = cache.lookup_user(7, 0, "g")  # the feedback flag is set: read with HGETALL
+    assert after.row is None and after.feedback == {42: LIKED}
+    cache.store_user(after, None, 900, row=b"row-2")
+    assert cache.lookup_user(7, 0, "g").row == b"row-2"
+    # New profiles (a full refresh) or new lists swapped in: another field, so the row is re-read.
+    cache.bump("profiles")
+    cache._gens = None
+    assert cache.lookup_user(7, 0, "g").row is None
+    cache.store_user(cache.lookup_user(7, 0, "g"), None, 900, row=b"row-3")
+    cache.set_lists_basis(cache.generations(fresh=True))
+    assert cache.lookup_user(7, 0, "g").row is None
