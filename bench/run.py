@@ -43,6 +43,10 @@ MISS_SCENARIOS = ("miss_popular", "miss_content_based", "miss_collaborative")
 # /personalized for users drawn uniformly from all users, with the filters and pages of
 # the other mixes: mostly misses, the way a refresh or an event leaves the cache.
 MIXED_SCENARIO, MIXED_CONCURRENCY, MIXED_USERS = "mixed_personalized", 32, 20000
+# Personal misses by users whose row is not cached yet (their first request since a
+# refresh or an event): every request a different user, at c=8 only. Each wrk thread
+# walks its own half of COLD_USERS users, so no user comes twice in a 10 s run.
+COLD_SCENARIOS, COLD_USERS = ("cold_content_based", "cold_collaborative"), 30000
 
 
 def median_block(blocks: list[dict]) -> dict:
@@ -54,6 +58,7 @@ local bodies = {BODIES}
 local paths = {PATHS}
 local unique = {UNIQUE}
 local random = {RANDOM}
+local spread = {SPREAD}
 local n = #bodies
 local counter = 0
 local thread_id = 0
@@ -70,6 +75,10 @@ end
 function request()
   counter = counter + 1
   local k = (counter % n) + 1
+  if spread then
+    -- Each thread starts half the list further: threads do not request the same bodies.
+    k = ((counter + thread_id * math.floor(n / 2)) % n) + 1
+  end
   if random then
     -- A random body each request: threads do not walk the list in step, caching for each other.
     k = math.random(n)
@@ -94,7 +103,8 @@ end
 """
 
 
-def lua_script(path: Path, requests: list[tuple[str, dict]], unique: bool, random_pick: bool = False) -> Path:
+def lua_script(path: Path, requests: list[tuple[str, dict]], unique: bool, random_pick: bool = False,
+               spread: bool = False) -> Path:
     def lua_str(s):
         return "[==[" + s + "]==]"
 
@@ -109,6 +119,7 @@ def lua_script(path: Path, requests: list[tuple[str, dict]], unique: bool, rando
         .replace("{PATHS}", "{" + ", ".join(lua_str(p) for p, _ in requests) + "}")
         .replace("{UNIQUE}", "true" if unique else "false")
         .replace("{RANDOM}", "true" if random_pick else "false")
+        .replace("{SPREAD}", "true" if spread else "false")
     )
     return path
 
@@ -262,6 +273,14 @@ def miss_figures(at8: dict) -> dict:
             else None,
             "rps_vs_baseline": round(miss["rps"] / at8["baseline"]["rps"], 3),
         }
+    for algorithm in ("content_based", "collaborative"):
+        cold, hit_p50 = at8.get(f"cold_{algorithm}"), at8["hit_personalized"].get("server_p50_ms")
+        if cold is not None:
+            out[f"{algorithm}, cold"] = {
+                "server_p50_vs_hit": round(cold["server_p50_ms"] / hit_p50, 2) if hit_p50 and "server_p50_ms" in cold
+                else None,
+                "rps_vs_baseline": round(cold["rps"] / at8["baseline"]["rps"], 3),
+            }
     return out
 
 
@@ -283,6 +302,11 @@ def pick_users(recs_url: str, n: int = 300) -> dict:
             cur.execute(f"SELECT user_id, geo_id FROM user_profiles WHERE {cond} ORDER BY md5(user_id::text) LIMIT %s",
                         (n,))
             out[bucket] = cur.fetchall()
+            if bucket != "popular":  # others than those, for the cold misses
+                cur.execute(f"SELECT user_id, geo_id FROM user_profiles WHERE {cond} "
+                            f"ORDER BY md5('cold' || user_id::text) LIMIT %s", (COLD_USERS,))
+                taken = set(out[bucket])
+                out[f"cold_{bucket}"] = [row for row in cur.fetchall() if row not in taken]
         cur.execute("SELECT DISTINCT category FROM items")
         out["categories"] = [r[0] for r in cur.fetchall()]
         # Uniform over all users (every user has a profile row), in a fixed pseudo-random order.
@@ -348,7 +372,7 @@ def request_mixes(users: dict, seed_value: int = 7) -> dict:
         "miss_popular": popular(True),
         "miss_content_based": personal("content_based", True),
         "miss_collaborative": personal("collaborative", True),
-    }
+    } | {name: personal(name, True) for name in COLD_SCENARIOS if users.get(name)}  # none on tiny: too few users
 
 
 def warm(url: str, requests: list) -> None:
@@ -366,7 +390,8 @@ def plot(result: dict, path: Path) -> None:
     names, rows = [], []
     for name, block in [("baseline", result["baseline"])] + \
             [(f"hit {k}", v) for k, v in result["cache_hit"].items()] + \
-            [(f"miss {k}", v) for k, v in result["cache_miss"].items()]:
+            [(f"miss {k}", v) for k, v in result["cache_miss"].items()] + \
+            [(f"cold {k}", v) for k, v in result.get("cold_miss", {}).items()]:
         names.append(name)
         rows.append((block["p50_ms"], block["p90_ms"], block["p99_ms"]))
     fig, ax = plt.subplots(figsize=(10, 4.5))
@@ -407,7 +432,8 @@ def markdown(result: dict) -> str:
                      f"{m['cache_hit_share']} of them cache hits): {m['rps']:.0f} RPS = {m['rps_vs_baseline']} x "
                      f"baseline, p99 {m['p99_ms']} ms, server p50/p99 {m['server_p50_ms']}/{m['server_p99_ms']} ms, "
                      f"{m['errors']} errors.")
-        lines.append("Misses at c=8 (server p50 / a hit's, RPS / baseline): " + ", ".join(
+        lines.append("Misses at c=8 (server p50 / a hit's, RPS / baseline; cold: the user's first request, "
+                     "which reads their row from the DB): " + ", ".join(
             f"{name} {v['server_p50_vs_hit']} / {v['rps_vs_baseline']}" for name, v in result["miss_vs_hit"].items())
             + ".")
         db = result["recs_db"]
@@ -436,7 +462,10 @@ the preset into its own databases if needed, runs the full refresh in a child pr
 config (`deploy/gunicorn.conf.py`, 2 gevent workers) and loads it with wrk: a bare
 Flask app doing one Redis GET under the same config (the ceiling a cache hit can
 reach), cache hits on both endpoints, and cache misses per algorithm (every request
-carries a never-repeating `price_from`, so it misses). Request mixes cover many
+carries a never-repeating `price_from`, so it misses; after a user's first request
+their row, profile and precomputed list, is cached, so the `miss_*` runs measure misses
+answered from it, and `cold_*` ones, where every request is another user's first, the
+misses that read the DB). Request mixes cover many
 segments, users from each interaction bucket, filters and pages. That tiny
 `price_from` holds every price, so a personal miss without other filters is answered
 from the user's precomputed list when its geo matches, and one with a price range or
@@ -642,8 +671,8 @@ def main(argv=None) -> int:
         redis.Redis.from_url(env["RECOMMENDATIONS_REDIS_URL"]).set("recs:bench:baseline", sample, ex=86400)
         warm(api.url, mixes["hit_popular"] + mixes["hit_personalized"])
         rss_warm = api.worker_rss()
-        scripts = {name: lua_script(tmp / f"{name}.lua", reqs, unique=name.startswith("miss"),
-                                    random_pick=name == MIXED_SCENARIO)
+        scripts = {name: lua_script(tmp / f"{name}.lua", reqs, unique=name.startswith(("miss", "cold")),
+                                    random_pick=name == MIXED_SCENARIO, spread=name in COLD_SCENARIOS)
                    for name, reqs in mixes.items()}
         scripts["baseline"] = lua_script(tmp / "baseline.lua", mixes["hit_popular"], unique=False)
         scripts[METRICS_OFF] = scripts["hit_popular"]
@@ -655,7 +684,9 @@ def main(argv=None) -> int:
         for conc in CONCURRENCY:
             for rep in range(args.repeats):
                 for name in (RATIO_SCENARIOS + ((METRICS_OFF,) if conc == 8 else ())
-                             + (MISS_SCENARIOS if rep == 0 else ())):
+                             + (MISS_SCENARIOS if rep == 0 else ())
+                             + (tuple(n for n in COLD_SCENARIOS if n in scripts) if rep == 0 and conc == 8
+                                else ())):
                     target = {"baseline": baseline, METRICS_OFF: api_off}.get(name, api)
                     offset = target.log.stat().st_size
                     block = run_wrk(target.url, scripts[name], conc, seconds)
@@ -700,6 +731,7 @@ def main(argv=None) -> int:
         "cache_hit": {"popular": at8["hit_popular"], "personalized": at8["hit_personalized"]},
         "cache_miss": {"popular": at8["miss_popular"], "content_based": at8["miss_content_based"],
                        "collaborative": at8["miss_collaborative"]},
+        "cold_miss": {name[len("cold_"):]: at8[name] for name in COLD_SCENARIOS if name in at8},
         "api_worker_rss_mb": {"after_warmup": rss_warm, "after_load": rss_load, "max": max(rss_warm + rss_load)},
         "api_worker_pss_mb": {"after_load": pss_load},
         "errors": errors,
