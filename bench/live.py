@@ -334,11 +334,13 @@ def _trickle(api_url: str, db: "MainDB", users: list, stop: threading.Event) -> 
 
 
 def _median_run(blocks: list[dict]) -> dict:
-    """The rounds' median RPS and median p99 (each over the rounds), with every round's."""
+    """The rounds' median RPS and median p99s, wrk's and the server's (each over the rounds), with every round's."""
+    server = [b["server_p99_ms"] for b in blocks if b.get("server_p99_ms") is not None]
     return {"rps": float(np.median([b["rps"] for b in blocks])),
             "p99_ms": float(np.median([b["p99_ms"] for b in blocks])),
+            "server_p99_ms": float(np.median(server)) if server else None,
             "errors": sum(b["non2xx"] + b["socket_errors"] for b in blocks),
-            "runs": [{k: b[k] for k in ("rps", "p50_ms", "p99_ms")} for b in blocks]}
+            "runs": [{k: b.get(k) for k in ("rps", "p50_ms", "p99_ms", "server_p99_ms")} for b in blocks]}
 
 
 def run(env: dict, api_url: str, tmp: Path, run_wrk, scripts: dict, users: dict, seconds: int,
@@ -363,6 +365,8 @@ def run(env: dict, api_url: str, tmp: Path, run_wrk, scripts: dict, users: dict,
         out["hit_rps_with_vs_without"] = round(out["serving"]["with"]["hit_personalized"]["rps"]
                                                / out["serving"]["without"]["hit_personalized"]["rps"], 3)
         out["miss_p99_ms"] = {k: out["serving"][k]["miss_collaborative"]["p99_ms"] for k in ("with", "without")}
+        out["miss_server_p99_ms"] = {k: out["serving"][k]["miss_collaborative"]["server_p99_ms"]
+                                     for k in ("with", "without")}
 
         # Freshness under load: wrk on cache hits for as long as the likes take.
         load_seconds = int(likes / rate) + 2 * settings.live_sync_seconds + 5
@@ -394,9 +398,14 @@ def markdown(block: dict) -> list[str]:
         f"({e['gone_on_first_request']}/{e['events']} gone on the first request); "
         f"sync throughput {t['interactions_per_s']} interactions/s ({t['burst']} burst absorbed in {t['seconds']} s, "
         f"its {t['folded_in']} fold-ins done after {t['with_fold_ins_s']} s{_overlap_text(t)}); cache-hit RPS with the sync running / without {block['hit_rps_with_vs_without']}, "
-        f"cache-miss p99 with {block['miss_p99_ms']['with']} ms, without {block['miss_p99_ms']['without']} ms"
+        f"cache-miss p99 with {block['miss_p99_ms']['with']} ms, without {block['miss_p99_ms']['without']} ms "
+        f"(server's own p99 with {_server(block, 'with')} ms, without {_server(block, 'without')} ms)"
         f"{_rounds_text(block)}.",
     ]
+
+
+def _server(block: dict, condition: str):
+    return (block.get("miss_server_p99_ms") or {}).get(condition)
 
 
 def _rounds_text(block: dict) -> str:
@@ -412,6 +421,18 @@ def _overlap_text(t: dict) -> str:
             f"(mean over {o['sampled']}, min {o['min'] * 100:.0f} %)")
 
 
+def _miss_p99_row(preset: str, block: dict) -> tuple:
+    """The server's own p99 (its access log) when measured: at c=8 wrk's p99 on a 2-core
+    machine is the kernel's and wrk's (0.2-1.4 s for the bare baseline too), not the service's."""
+    wrk = f"{block['miss_p99_ms']['with']} / {block['miss_p99_ms']['without']} ms"
+    if _server(block, "with") is None or _server(block, "without") is None:
+        return (f"cache-miss p99 with the sync / without, {preset}", "no worse", wrk,
+                block["miss_p99_ms"]["with"] <= block["miss_p99_ms"]["without"])
+    return (f"cache-miss server p99 with the sync / without, {preset}", "no worse",
+            f"{_server(block, 'with')} / {_server(block, 'without')} ms (wrk's p99 {wrk})",
+            _server(block, "with") <= _server(block, "without"))
+
+
 def targets(preset: str, block: dict | None) -> list[tuple]:
     """Rows (figure, target, measured, met) of the issue's live figures, for BENCHMARKS.md."""
     if not block:
@@ -424,9 +445,7 @@ def targets(preset: str, block: dict | None) -> list[tuple]:
          e["p99_ms"] is not None and e["p99_ms"] <= 1000),
         (f"cache-hit RPS with the sync / without, {preset}", "≥ 0.9", str(block["hit_rps_with_vs_without"]),
          block["hit_rps_with_vs_without"] >= 0.9),
-        (f"cache-miss p99 with the sync / without, {preset}", "no worse",
-         f"{block['miss_p99_ms']['with']} / {block['miss_p99_ms']['without']} ms",
-         block["miss_p99_ms"]["with"] <= block["miss_p99_ms"]["without"]),
+        _miss_p99_row(preset, block),
     ]
     o = t.get("fold_in_overlap") or {}
     if o.get("mean") is not None:

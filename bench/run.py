@@ -709,8 +709,15 @@ def main(argv=None) -> int:
         live_block = None
         if not args.no_live:
             print("bench: live block (sync worker and beat, likes, POST /events, burst)", flush=True)
+
+            def timed_wrk(url, script, connections, secs):  # wrk, plus the server's own times from its log
+                offset = api.log.stat().st_size
+                block = run_wrk(url, script, connections, secs)
+                block.update(server_times(api.log, offset))
+                return block
+
             live_block = bench_live.run(
-                env, api.url, tmp, run_wrk, scripts, users, seconds, likes=args.live_likes, rate=args.live_rate,
+                env, api.url, tmp, timed_wrk, scripts, users, seconds, likes=args.live_likes, rate=args.live_rate,
                 events=args.live_events, burst=args.live_burst or (5000 if args.preset == "tiny" else 100_000),
                 sync_seconds=args.live_sync_seconds)
             print(f"bench: live {json.dumps(live_block, default=str)}", flush=True)

@@ -39,6 +39,7 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
     rounds = live["serving"]["rounds"]
     assert all(len(live["serving"][c][name]["runs"]) == rounds >= 2 for c in ("with", "without")
                for name in ("hit_personalized", "miss_collaborative"))
+    assert all(live["miss_server_p99_ms"][c] > 0 for c in ("with", "without"))  # from the API's access log
     # The bench deletes what it added to the main DB.
     assert query(databases["main_bench"], "SELECT count(*) FROM handpicked_likes WHERE created_at > now() - "
                                           "interval '1 hour'")[0][0] == 0
