@@ -482,12 +482,14 @@ cache-hit RPS / baseline RPS), not absolute numbers across machines. wrk, Postgr
 Redis and the API share the same cores here, so absolute numbers are pessimistic.
 Baseline and cache-hit runs are interleaved three times per concurrency and each
 reported block is the run with the median RPS (`rps_runs` lists all three); cache-miss
-runs are single. "server p50/p99" is the service's own time per request, from its
-access log.
+runs too at concurrency 8, single at 1 and 32. "server p50/p99" is the service's own
+time per request, from its access log.
 
 The `live` block (`bench/live.py`) then starts a real Celery worker and beat for the
 live sync (every `LIVE_SYNC_SECONDS`, default 10): cache-hit RPS and cache-miss p99
-without and with the sync running (likes trickling into the main DB), the freshness
+(the server's own, and wrk's) without and with the sync running (likes trickling into
+the main DB; 3 interleaved rounds, medians; without, the bench holds the sync's lock,
+so each run of it returns at once), the freshness
 lag from a committed like to its exclusion from `/personalized` over 200 likes at a
 steady rate while wrk loads the API, `POST /events` to effect, and the sync's
 throughput on a burst of new interactions (100k; 5k on `tiny`), the time until the
@@ -684,9 +686,9 @@ def main(argv=None) -> int:
         for conc in CONCURRENCY:
             for rep in range(args.repeats):
                 for name in (RATIO_SCENARIOS + ((METRICS_OFF,) if conc == 8 else ())
-                             + (MISS_SCENARIOS if rep == 0 else ())
-                             + (tuple(n for n in COLD_SCENARIOS if n in scripts) if rep == 0 and conc == 8
-                                else ())):
+                             # Misses at c=8 (the figures) interleaved like the hits, once elsewhere.
+                             + (MISS_SCENARIOS if rep == 0 or conc == 8 else ())
+                             + (tuple(n for n in COLD_SCENARIOS if n in scripts) if conc == 8 else ())):
                     target = {"baseline": baseline, METRICS_OFF: api_off}.get(name, api)
                     offset = target.log.stat().st_size
                     block = run_wrk(target.url, scripts[name], conc, seconds)
@@ -742,7 +744,7 @@ def main(argv=None) -> int:
         "api_worker_rss_mb": {"after_warmup": rss_warm, "after_load": rss_load, "max": max(rss_warm + rss_load)},
         "api_worker_pss_mb": {"after_load": pss_load},
         "errors": errors,
-        "repeats": {"baseline_and_hits": args.repeats, "misses": 1},
+        "repeats": {"baseline_and_hits": args.repeats, "misses_at_c8": args.repeats, "misses_elsewhere": 1},
         "refresh": refresh_result,
         "recs_db": db_sizes(recs_url),
         "mixed_personalized": mixed_figures(grid),
