@@ -77,8 +77,6 @@ class NoSlot:
 
     value = gens = row = None
     liked = unliked = frozenset()
-    keep_list = True
-    new_row = None
 
     def store(self, value: bytes, ttl_s: int) -> None:
         pass

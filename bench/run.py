@@ -209,6 +209,14 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int, timeout_s: f
     }
 
 
+def timed_wrk(server: "Gunicorn", script: Path, connections: int, seconds: int) -> dict:
+    """run_wrk against a server, plus the server's own times (server_times) from its access log."""
+    offset = server.log.stat().st_size
+    block = run_wrk(server.url, script, connections, seconds)
+    block.update(server_times(server.log, offset))
+    return block
+
+
 def server_times(log: Path, start: int) -> dict:
     """Server-side ms of the requests logged since byte offset `start` (the app's access lines)."""
     with open(log) as f:
@@ -692,17 +700,13 @@ def main(argv=None) -> int:
                              + (tuple(n for n in COLD_SCENARIOS if n in scripts) if rep == 0 and conc == 8
                                 else ())):
                     target = {"baseline": baseline, METRICS_OFF: api_off}.get(name, api)
-                    offset = target.log.stat().st_size
-                    block = run_wrk(target.url, scripts[name], conc, seconds)
-                    if target is not baseline:
-                        block.update(server_times(target.log, offset))
+                    block = (run_wrk(target.url, scripts[name], conc, seconds) if target is baseline
+                             else timed_wrk(target, scripts[name], conc, seconds))
                     runs.setdefault(name, {}).setdefault(str(conc), []).append(block)
                     print(f"bench: {name} c={conc} rps={block['rps']} p50={block['p50_ms']} p99={block['p99_ms']} "
                           f"non2xx={block['non2xx']}", flush=True)
         # Mostly misses at high concurrency: users drawn at random from all users (one run).
-        offset = api.log.stat().st_size
-        block = run_wrk(api.url, scripts[MIXED_SCENARIO], MIXED_CONCURRENCY, seconds)
-        block.update(server_times(api.log, offset))
+        block = timed_wrk(api, scripts[MIXED_SCENARIO], MIXED_CONCURRENCY, seconds)
         runs.setdefault(MIXED_SCENARIO, {})[str(MIXED_CONCURRENCY)] = [block]
         print(f"bench: {MIXED_SCENARIO} c={MIXED_CONCURRENCY} rps={block['rps']} p50={block['p50_ms']} "
               f"p99={block['p99_ms']} non2xx={block['non2xx']} hits={block.get('cache_hit_share')}", flush=True)
@@ -713,15 +717,9 @@ def main(argv=None) -> int:
         live_block = None
         if not args.no_live:
             print("bench: live block (sync worker and beat, likes, POST /events, burst)", flush=True)
-
-            def timed_wrk(url, script, connections, secs):  # wrk, plus the server's own times from its log
-                offset = api.log.stat().st_size
-                block = run_wrk(url, script, connections, secs)
-                block.update(server_times(api.log, offset))
-                return block
-
+            with_server_times = lambda _url, *a: timed_wrk(api, *a)  # noqa: E731 (run_wrk's signature)
             live_block = bench_live.run(
-                env, api.url, tmp, timed_wrk, scripts, users, seconds, likes=args.live_likes, rate=args.live_rate,
+                env, api.url, tmp, with_server_times, scripts, users, seconds, likes=args.live_likes, rate=args.live_rate,
                 events=args.live_events, burst=args.live_burst or (5000 if args.preset == "tiny" else 100_000),
                 sync_seconds=args.live_sync_seconds)
             print(f"bench: live {json.dumps(live_block, default=str)}", flush=True)

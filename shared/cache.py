@@ -256,6 +256,13 @@ def live_exclusions(feedback: dict) -> tuple[frozenset, frozenset]:
     return liked, frozenset(k for k, v in feedback.items() if v == UNLIKED)
 
 
+def _under(version: bytes, stored: bytes | None) -> bytes | None:
+    """A cached list or row stored as `version|value` (store_user), if under this version."""
+    if stored is not None and stored.startswith(version + b"|"):
+        return stored[len(version) + 1:]
+    return None
+
+
 def _feedback(fields: dict, now: float) -> dict:
     """{item_id: mark} from a user's hash: its `f:<item>` fields (mark:expiry) not yet expired."""
     out = {}
@@ -425,15 +432,15 @@ class Cache:
             lambda: self.client.hmget(key, (list_field, VERSION_FIELD, FEEDBACK_FLAG, row_field)))
         self._requests += 1
         version = version or b""
-        if value is not None and value.startswith(version + b"|"):
-            return UserSlot(user_id, key, list_field, value[len(version) + 1:], {}, gens, version, row_field)
+        value = _under(version, value)
+        if value is not None:
+            return UserSlot(user_id, key, list_field, value, {}, gens, version, row_field)
         feedback = {}
         if flagged is not None:
             fields = self._call(lambda: self.client.hgetall(key))  # version, feedback and row as of one moment
             version, row = fields.get(VERSION_FIELD, b""), fields.get(row_field.encode())
             feedback = _feedback(fields, time.time())
-        row = row[len(version) + 1:] if row is not None and row.startswith(version + b"|") else None
-        return UserSlot(user_id, key, list_field, None, feedback, gens, version, row_field, row)
+        return UserSlot(user_id, key, list_field, None, feedback, gens, version, row_field, _under(version, row))
 
     def store_user(self, slot: UserSlot, value: bytes | None, ttl_s: int, row: bytes | None = None) -> None:
         """Cache a computed list (None: not this one), and the user's row read from the DB, in

@@ -205,12 +205,9 @@ class SqlSource:
     def collaborative(self, user_id):
         return [(Item._make(row[1:]), row[0]) for row in self._rows("recs_collaborative", (user_id,))]
 
-    def user(self, user_id) -> UserRow:
-        """The user's profile (without preferences) and precomputed list, in one read."""
-        return user_row(user_id, self.user_raw(user_id))
-
     def user_raw(self, user_id) -> tuple:
-        """USER_SQL's row for the user, as read (user_row makes a UserRow of it)."""
+        """The user's profile (without preferences) and precomputed list, in one read: USER_SQL's
+        row as read (user_row makes a UserRow of it; shared.cache.encode_user_row caches it)."""
         return self._rows("recs_user", (user_id,), one=True)
 
     def with_detail(self, profile: Profile) -> tuple[Profile, tuple]:
