@@ -67,10 +67,9 @@ def personalized_result(s: Services, body) -> dict:
     geo = req.geo_id or 0
 
     def compute(slot, exclude):
-        raw = slot.row
-        if raw is None:  # not cached: one read, the profile and the precomputed list
-            raw = slot.new_row = s.source.user_raw(req.user_id)
-        row = user_row(req.user_id, raw)
+        row = slot.row
+        if row is None:  # not cached: one read, the profile and the precomputed list
+            row = slot.new_row = user_row(req.user_id, s.source.user_raw(req.user_id))
         profile = row.profile or _unknown_user(req.user_id)
         plist = row.plist if lists_current(slot.gens) else None
         if slot.liked or slot.unliked:  # live feedback since the profile was computed (POST /events)

@@ -52,7 +52,7 @@ class UserSlot:
     """A list cached in its user's hash (/personalized): one HMGET, hit or miss; a miss by a user
     with live feedback also reads it, and the computed list honours it (shared.cache.Cache.lookup_user).
 
-    A miss also gets the user's row if it is cached (row: the USER_SQL tuple). compute
+    A miss also gets the user's row if it is cached (row: a shared.serving.UserRow). compute
     reads it from the DB otherwise and sets new_row, which store() caches with the list;
     it clears keep_list when the list is cheaper to compute again from the cached row
     than to store."""
@@ -65,7 +65,7 @@ class UserSlot:
         self.slot = cache.lookup_user(user_id, geo_id, filters_key)
         self.value, self.gens = self.slot.value, self.slot.gens
         self.liked, self.unliked = live_exclusions(self.slot.feedback)
-        self.row = None if self.slot.row is None else decode_user_row(self.slot.row)
+        self.row = None if self.slot.row is None else decode_user_row(user_id, self.slot.row)
 
     def store(self, value: bytes, ttl_s: int) -> None:
         self.cache.store_user(self.slot, value if self.keep_list else None, ttl_s,

@@ -247,6 +247,7 @@ def refresh(env: dict) -> dict:
         "profiles_s": result["user_profiles"]["seconds"],
         "similarities_s": result["user_similarities"]["seconds"],
         "lists_s": result["user_lists"]["seconds"],
+        "preload": result["user_lists"].get("preload"),  # rows cached ahead of requests (in lists_s)
         "cleanup_s": result["cleanup_cache"]["seconds"],
         "total_s": round(time.perf_counter() - started, 2),
         "peak_rss_mb": round(peak, 1),

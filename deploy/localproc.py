@@ -24,7 +24,7 @@ class RedisServer:
     queues have none, so they are never evicted.
     """
 
-    def __init__(self, maxmemory: str = "256mb"):
+    def __init__(self, maxmemory: str = "512mb"):
         self.maxmemory = maxmemory
         self.binary = shutil.which("redis-server")
         if not self.binary:

@@ -393,6 +393,13 @@ class PersonalList(NamedTuple):
     price_hi: float | None
 
 
+class UserRow(NamedTuple):
+    """What serving reads about a user on a miss (shared.store.USER_SQL, or its cached copy)."""
+
+    profile: Profile | None  # without its preferences (categories, platforms, avg_price): see with_detail
+    plist: PersonalList | None  # the precomputed list, if the workers stored one
+
+
 class _ReadWatch:
     """The precompute's Source wrapper: what other requests would change in what a list read.
 

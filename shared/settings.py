@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     user_similarities_refresh_minutes: int = _int(60, 1, 10080)
     user_lists_refresh_minutes: int = _int(15, 1, 10080)
     list_processes: int = _int(2, 1, 64)
+    # Share of Redis's maxmemory the lists job may fill caching users' rows ahead of their
+    # requests (workers/preload.py), the most active users first; 0: no preload.
+    preload_memory_share: float = Field(0.6, ge=0.0, le=0.9)
     cache_cleanup_hours: int = _int(6, 1, 720)
     cache_ttl_popular: int = _int(900, 1, 604800)
     cache_ttl_personalized: int = _int(7200, 1, 604800)

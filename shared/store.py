@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from shared.jobs import LAST_RUNS_SQL
-from shared.serving import Filters, Item, PersonalList, Profile
+from shared.serving import Filters, Item, PersonalList, Profile, UserRow
 
 ITEM_COLS = "i.item_id, i.price, i.category, i.platform, i.geo_id, i.in_stock"
 
@@ -62,13 +62,17 @@ ORDER BY r.ord
 # What a /personalized miss needs about one user to answer from the precomputed list,
 # in one indexed read: the profile without its preferences, and the list (user_lists).
 # The bigint arrays come in binary (array_send, see SEGMENTS_SQL).
-USER_SQL = """
-SELECT p.user_id IS NOT NULL, p.interaction_count, array_send(p.liked_item_ids), p.gender, p.age_group, p.geo_id,
-       array_send(l.item_ids), l.sections, l.algorithm, l.geo_id, l.geo_safe, l.price_lo, l.price_hi
-FROM (SELECT $1::bigint AS user_id) q
+_USER_COLUMNS = """
+p.user_id IS NOT NULL, p.interaction_count, array_send(p.liked_item_ids), p.gender, p.age_group, p.geo_id,
+array_send(l.item_ids), l.sections, l.algorithm, l.geo_id, l.geo_safe, l.price_lo, l.price_hi"""
+_USER_JOINS = """
 LEFT JOIN user_profiles p ON p.user_id = q.user_id
-LEFT JOIN user_lists l ON l.user_id = q.user_id
-"""
+LEFT JOIN user_lists l ON l.user_id = q.user_id"""
+USER_SQL = f"SELECT {_USER_COLUMNS} FROM (SELECT $1::bigint AS user_id) q {_USER_JOINS}"
+# The same of many users (the rows workers/preload.py caches ahead of requests), the user id first.
+USERS_SQL = f"SELECT q.user_id, {_USER_COLUMNS} FROM unnest(%s::bigint[]) q(user_id) {_USER_JOINS}"
+# Users with a profile, the most active first.
+PROFILED_USERS_SQL = "SELECT user_id FROM user_profiles ORDER BY interaction_count DESC, user_id"
 
 # Several users' whole profiles and collaborative lists, in one read (the live sync's
 # relisting, workers.lists.update_users): PROFILE_SQL and USER_DETAIL_SQL's columns.
@@ -145,11 +149,6 @@ def binary_array(data) -> tuple:
     if unpacker is None:
         unpacker = _UNPACKERS[(code, count)] = struct.Struct(">" + ("i" + code) * count)
     return unpacker.unpack_from(data, 20)[1::2]
-
-
-class UserRow(NamedTuple):
-    profile: Profile | None  # without its preferences (categories, platforms, avg_price): see with_detail
-    plist: PersonalList | None  # the precomputed list, if the workers stored one
 
 
 def prepare(conn):
@@ -235,6 +234,12 @@ def user_row(user_id: int, row: tuple) -> UserRow:
                           geo_id=row[5])
     plist = None if row[6] is None else PersonalList(list(binary_array(row[6])), decode_sections(row[7]), *row[8:13])
     return UserRow(profile, plist)
+
+
+def user_rows(cur, user_ids) -> dict:
+    """{user_id: UserRow} of these users, in one read (USERS_SQL: what user_raw reads of each)."""
+    cur.execute(USERS_SQL, (list(user_ids),))
+    return {row[0]: user_row(row[0], row[1:]) for row in cur.fetchall()}
 
 
 def _profile(user_id: int, row) -> Profile:

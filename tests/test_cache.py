@@ -266,18 +266,22 @@ def test_counters_survive_a_failed_flush():
     assert int(cache.client.hget(_stats_key(), "requests")) == 4
 
 
-def test_user_row_encoding_round_trips_the_database_row():
+def test_user_row_encoding_round_trips_the_row_exactly_and_packs_the_ids():
     from shared.cache import decode_user_row, encode_user_row
+    from shared.serving import PersonalList, Profile, UserRow
 
-    # USER_SQL's columns: a known user with a list, a user without one, an unknown user.
-    listed = (True, 4, memoryview(b"\x00\x00\x00\x01liked"), "f", "25-34", 213, b"\x00\x00\x00\x01ids",
-              "collaborative:0 popular:150", "collaborative", 213, True, 0.1 + 0.2, 1e300)
-    unlisted = (True, 0, b"", None, None, None, None, None, None, None, None, None, None)
-    unknown = (False, None, None, None, None, None, None, None, None, None, None, None, None)
-    for row in (listed, unlisted, unknown):
-        back = decode_user_row(encode_user_row(row))
-        assert back == tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-    assert decode_user_row(encode_user_row(listed))[11] == 0.1 + 0.2  # floats exactly as read
+    profile = Profile(7, 4, liked=frozenset({11, 3, 2**40}), gender="f", age_group="25-34", geo_id=213)
+    plist = PersonalList(list(range(1000, 1200)), [("collaborative", 0), ("popular", 150)], "collaborative", 213,
+                         True, 0.1 + 0.2, 1e300)
+    rows = [UserRow(profile, plist),  # a known user with a list (liked ids past int32: stored as int64)
+            UserRow(Profile(7, 0), PersonalList([2**33, 5], [("popular", 0)], "popular", None, False, None, None)),
+            UserRow(Profile(7, 0), None),  # a profile without a list
+            UserRow(None, None)]  # an unknown user
+    for row in rows:
+        assert decode_user_row(7, encode_user_row(row)) == row
+    assert decode_user_row(7, encode_user_row(rows[0])).plist.price_lo == 0.1 + 0.2  # floats exactly as read
+    # 200 ids fitting int32 take 4 bytes each (array_send took 12): the whole row stays under 1 KB.
+    assert 800 < len(encode_user_row(rows[0])) < 1000
 
 
 def test_a_users_row_is_served_only_under_its_version_and_generations(cache):

@@ -116,7 +116,7 @@ def test_compose_starts_init_first_and_waits_for_health():
 
 def test_compose_redis_is_memory_capped_and_keeps_the_queues():
     command = compose()["services"]["redis"]["command"]
-    assert command[command.index("--maxmemory") + 1] == "256mb"
+    assert command[command.index("--maxmemory") + 1] == "512mb"
     assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru"  # evicts only keys with a TTL
 
 

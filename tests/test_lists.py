@@ -20,12 +20,13 @@ SIZE = 200
 @pytest.fixture
 def lists_env(tiny_env):
     """Redis flushed (so nothing is cached), then the lists job run alone: it reads the
-    recommendations DB and records the current generations as the lists' basis."""
+    recommendations DB and records the current generations as the lists' basis. Without
+    its preload (workers/preload.py): no user's row is cached."""
     from shared.cache import Cache
     from workers import pipeline
 
     redis.Redis.from_url(tiny_env["RECOMMENDATIONS_REDIS_URL"]).flushdb()
-    settings = load_settings(tiny_env)
+    settings = load_settings({**tiny_env, "PRELOAD_MEMORY_SHARE": "0"})
     pipeline.update_user_lists(settings, Cache(redis.Redis.from_url(settings.recommendations_redis_url)))
     return tiny_env
 
@@ -95,7 +96,10 @@ def filtered_reference(recs, sql_source, user_id, geo_id, filters):
     return ranked, algorithm
 
 
-def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
+@pytest.mark.parametrize("preloaded", [False, True], ids=["rows-read-on-first-request", "rows-preloaded"])
+def test_personalized_answers_equal_the_sql_computation(preloaded, lists_env, sql_source):
+    from workers.preload import preload_rows
+
     recs = lists_env["RECOMMENDATIONS_DATABASE_URL"]
     users = [u for (u,) in query(recs, "SELECT DISTINCT ON (LEAST(interaction_count, 3)) user_id FROM user_profiles "
                                        "ORDER BY LEAST(interaction_count, 3), user_id")]
@@ -113,6 +117,11 @@ def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
     assert client.post("/popular", json={}).status_code == 200  # loads the catalogue snapshot
     plain_single_reads = plain_without_read = 0
     rows_cached = set()
+    if preloaded:  # the lists job's preload: every profiled user's row cached before any request
+        cache = Cache(redis.Redis.from_url(lists_env["RECOMMENDATIONS_REDIS_URL"]))
+        done = preload_rows(load_settings(lists_env), cache, cache.generations(fresh=True))
+        rows_cached = {u for (u,) in query(recs, "SELECT user_id FROM user_profiles")}
+        assert done["users"] == done["profiled"] == len(rows_cached) and "stopped" not in done, done
     answered = {"stored": 0, "filtered": 0, "computed": 0}
     for user_id in users:
         own = geos.get(user_id)
@@ -151,8 +160,9 @@ def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
             answered[way] += 1
             reads.clear()
             ids, labels, hits = whole_list(client, "/personalized", body)
-            # The user's first request reads their row and caches it with the list (page 2 is
-            # a hit); later ones read the row from the cache, and cache only computed lists.
+            # The user's first request reads their row, unless preloaded, and caches it with the
+            # list (page 2 is a hit); later ones read the row from the cache, and cache only
+            # computed lists.
             first = user_id not in rows_cached
             rows_cached.add(user_id)
             assert hits == [False, first or way == "computed"], (user_id, geo_id, f, way)
@@ -169,7 +179,8 @@ def test_personalized_answers_equal_the_sql_computation(lists_env, sql_source):
                 plain_single_reads += 1
                 plain_without_read += not first
     assert plain_single_reads >= 12  # 6 users with lists: their own geo, and a price range holding all
-    assert plain_without_read >= 6  # answered from the row cached by the user's first request
+    assert plain_without_read >= (12 if preloaded else 6)  # answered from the row cached by the preload, or
+    # by the user's first request
     assert answered["filtered"] >= 12 and answered["computed"] >= 8, answered  # each way is exercised
 
 

@@ -25,7 +25,7 @@ from workers.compute.interactions import WeightConfig, demographics, weighted
 from workers.compute.popular import compute_popular
 from workers.compute.profiles import compute_profiles
 from workers.compute.similarities import SimilarityConfig, compute_similarities
-from workers import lists
+from workers import lists, preload
 from workers.memory_source import PROFILE_COLUMNS
 
 log = logging.getLogger("recs.jobs")
@@ -323,6 +323,8 @@ def _user_lists(run, out, settings, cache, snap, progress):
     users = source.active_user_ids()
     chunks = lists.list_chunks(source, users, settings.recommendation_list_size, settings.list_processes)
     out["rows"] = _write(run, settings, {"user_lists": (lists.COLUMNS, chunks)}, progress)
+    # Before the basis switches serving to the new lists, so the rows are there when it does.
+    out["preload"] = preload.preload_rows(settings, cache, basis, run.check)
     cache.set_lists_basis(basis)
 
 
