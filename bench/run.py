@@ -28,6 +28,7 @@ from bench import live as bench_live
 from deploy.localproc import RedisServer, free_port
 from deploy.seed import seed
 from deploy.stack import ROOT, apply_schema, ensure_database
+from shared.cache import user_key
 from shared.db import with_database
 from shared.settings import load_settings
 
@@ -43,10 +44,14 @@ MISS_SCENARIOS = ("miss_popular", "miss_content_based", "miss_collaborative")
 # /personalized for users drawn uniformly from all users, with the filters and pages of
 # the other mixes: mostly misses, the way a refresh or an event leaves the cache.
 MIXED_SCENARIO, MIXED_CONCURRENCY, MIXED_USERS = "mixed_personalized", 32, 20000
-# Personal misses by users whose row is not cached yet (their first request since a
-# refresh or an event): every request a different user, at c=8 only. Each wrk thread
-# walks its own half of COLD_USERS users, so no user comes twice in a 10 s run.
+# Personal misses by users on their first request since the refresh (their row preloaded
+# by the lists job: workers/preload.py): every request a different user, at c=8 only.
+# Each wrk thread walks its own half of COLD_USERS users, so no user comes twice in a 10 s
+# run. Then the same users again with their hashes deleted (uncached_*): first requests
+# whose row is not in Redis (past the preload's budget, or since an event), which read
+# the DB.
 COLD_SCENARIOS, COLD_USERS = ("cold_content_based", "cold_collaborative"), 30000
+UNCACHED = {name: "uncached_" + name[len("cold_"):] for name in COLD_SCENARIOS}
 
 
 def median_block(blocks: list[dict]) -> dict:
@@ -283,13 +288,14 @@ def miss_figures(at8: dict) -> dict:
             "rps_vs_baseline": round(miss["rps"] / at8["baseline"]["rps"], 3),
         }
     for algorithm in ("content_based", "collaborative"):
-        cold, hit_p50 = at8.get(f"cold_{algorithm}"), at8["hit_personalized"].get("server_p50_ms")
-        if cold is not None:
-            out[f"{algorithm}, cold"] = {
-                "server_p50_vs_hit": round(cold["server_p50_ms"] / hit_p50, 2) if hit_p50 and "server_p50_ms" in cold
-                else None,
-                "rps_vs_baseline": round(cold["rps"] / at8["baseline"]["rps"], 3),
-            }
+        for kind, label in (("cold", "first request"), ("uncached", "first request, row not cached")):
+            block, hit_p50 = at8.get(f"{kind}_{algorithm}"), at8["hit_personalized"].get("server_p50_ms")
+            if block is not None:
+                out[f"{algorithm}, {label}"] = {
+                    "server_p50_vs_hit": round(block["server_p50_ms"] / hit_p50, 2)
+                    if hit_p50 and "server_p50_ms" in block else None,
+                    "rps_vs_baseline": round(block["rps"] / at8["baseline"]["rps"], 3),
+                }
     return out
 
 
@@ -384,6 +390,16 @@ def request_mixes(users: dict, seed_value: int = 7) -> dict:
     } | {name: personal(name, True) for name in COLD_SCENARIOS if users.get(name)}  # none on tiny: too few users
 
 
+def uncache(redis_url: str, users: list) -> None:
+    """Delete these users' hashes in the bench's own Redis: their next request reads their row from the DB."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ids = [user_id for user_id, _ in users]
+    for start in range(0, len(ids), 1000):
+        client.delete(*[user_key(u) for u in ids[start:start + 1000]])
+
+
 def warm(url: str, requests: list) -> None:
     for path, body in requests:
         req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
@@ -400,7 +416,8 @@ def plot(result: dict, path: Path) -> None:
     for name, block in [("baseline", result["baseline"])] + \
             [(f"hit {k}", v) for k, v in result["cache_hit"].items()] + \
             [(f"miss {k}", v) for k, v in result["cache_miss"].items()] + \
-            [(f"cold {k}", v) for k, v in result.get("cold_miss", {}).items()]:
+            [(f"first {k}", v) for k, v in result.get("cold_miss", {}).items()] + \
+            [(f"uncached {k}", v) for k, v in result.get("uncached_miss", {}).items()]:
         names.append(name)
         rows.append((block["p50_ms"], block["p90_ms"], block["p99_ms"]))
     fig, ax = plt.subplots(figsize=(10, 4.5))
@@ -435,14 +452,20 @@ def markdown(result: dict) -> str:
         lines.append(f"Refresh: popular {r['popular_s']} s, profiles {r['profiles_s']} s, similarities "
                      f"{r['similarities_s']} s, {lists}read {r['read_s']} s, total {r['total_s']} s, "
                      f"peak RSS {r['peak_rss_mb']} MB.")
+        if r.get("preload"):
+            p = r["preload"]
+            lines.append(f"Rows preloaded into Redis by the lists job: {p['users']} of {p['profiled']} users, "
+                         f"{p['bytes'] / 2**20:.0f} MB of rows, {p['seconds']} s (in the lists step)"
+                         + (f"; stopped: {p['stopped']}" if p.get("stopped") else "") + ".")
     if "mixed_personalized" in result:
         m = result["mixed_personalized"]
         lines.append(f"mixed_personalized (c={m['concurrency']}, users drawn from all users, "
                      f"{m['cache_hit_share']} of them cache hits): {m['rps']:.0f} RPS = {m['rps_vs_baseline']} x "
                      f"baseline, p99 {m['p99_ms']} ms, server p50/p99 {m['server_p50_ms']}/{m['server_p99_ms']} ms, "
                      f"{m['errors']} errors.")
-        lines.append("Misses at c=8 (server p50 / a hit's, RPS / baseline; cold: the user's first request, "
-                     "which reads their row from the DB): " + ", ".join(
+        lines.append("Misses at c=8 (server p50 / a hit's, RPS / baseline; first request: the user's first since "
+                     "the refresh, their row preloaded; row not cached: the same users with nothing in Redis, "
+                     "which read their row from the DB): " + ", ".join(
             f"{name} {v['server_p50_vs_hit']} / {v['rps_vs_baseline']}" for name, v in result["miss_vs_hit"].items())
             + ".")
         db = result["recs_db"]
@@ -471,10 +494,12 @@ the preset into its own databases if needed, runs the full refresh in a child pr
 config (`deploy/gunicorn.conf.py`, 2 gevent workers) and loads it with wrk: a bare
 Flask app doing one Redis GET under the same config (the ceiling a cache hit can
 reach), cache hits on both endpoints, and cache misses per algorithm (every request
-carries a never-repeating `price_from`, so it misses; after a user's first request
-their row, profile and precomputed list, is cached, so the `miss_*` runs measure misses
-answered from it, and `cold_*` ones, where every request is another user's first, the
-misses that read the DB). Request mixes cover many
+carries a never-repeating `price_from`, so it misses; the lists job caches every
+user's row, profile and precomputed list, in Redis ahead of requests, so the `miss_*`
+runs measure misses answered from it; in `cold_*` every request is another user's
+first since the refresh, and `uncached_*` runs the same users again with their hashes
+deleted, so each request reads the user's row from the DB, as when the preload's
+memory budget did not reach them or right after an event). Request mixes cover many
 segments, users from each interaction bucket, filters and pages. That tiny
 `price_from` holds every price, so a personal miss without other filters is answered
 from the user's precomputed list when its geo matches, and one with a price range or
@@ -491,7 +516,7 @@ cache-hit RPS / baseline RPS), not absolute numbers across machines. wrk, Postgr
 Redis and the API share the same cores here, so absolute numbers are pessimistic.
 Baseline and cache-hit runs are interleaved three times per concurrency and each
 reported block is the run with the median RPS (`rps_runs` lists all three); cache-miss
-runs too at concurrency 8, single at 1 and 32 (and the cold ones, at 8 only). "server p50/p99" is the service's own
+runs too at concurrency 8, single at 1 and 32 (the cold and uncached ones once, at 8 only). "server p50/p99" is the service's own
 time per request, from its access log.
 
 The `live` block (`bench/live.py`) then starts a real Celery worker and beat for the
@@ -706,6 +731,12 @@ def main(argv=None) -> int:
                     runs.setdefault(name, {}).setdefault(str(conc), []).append(block)
                     print(f"bench: {name} c={conc} rps={block['rps']} p50={block['p50_ms']} p99={block['p99_ms']} "
                           f"non2xx={block['non2xx']}", flush=True)
+                    if name in UNCACHED:  # the same users, their rows (and all they had cached) dropped
+                        uncache(env["RECOMMENDATIONS_REDIS_URL"], users[name])
+                        block = timed_wrk(api, scripts[name], conc, seconds)
+                        runs.setdefault(UNCACHED[name], {}).setdefault(str(conc), []).append(block)
+                        print(f"bench: {UNCACHED[name]} c={conc} rps={block['rps']} p50={block['p50_ms']} "
+                              f"p99={block['p99_ms']} non2xx={block['non2xx']}", flush=True)
         # Mostly misses at high concurrency: users drawn at random from all users (one run).
         block = timed_wrk(api, scripts[MIXED_SCENARIO], MIXED_CONCURRENCY, seconds)
         runs.setdefault(MIXED_SCENARIO, {})[str(MIXED_CONCURRENCY)] = [block]
@@ -742,6 +773,7 @@ def main(argv=None) -> int:
         "cache_miss": {"popular": at8["miss_popular"], "content_based": at8["miss_content_based"],
                        "collaborative": at8["miss_collaborative"]},
         "cold_miss": {name[len("cold_"):]: at8[name] for name in COLD_SCENARIOS if name in at8},
+        "uncached_miss": {name[len("uncached_"):]: at8[name] for name in UNCACHED.values() if name in at8},
         "api_worker_rss_mb": {"after_warmup": rss_warm, "after_load": rss_load, "max": max(rss_warm + rss_load)},
         "api_worker_pss_mb": {"after_load": pss_load},
         "errors": errors,

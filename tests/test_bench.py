@@ -29,6 +29,8 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
         assert block["rps"] > 0 and block["p50_ms"] <= block["p99_ms"]
     assert set(result["grid"]["miss_collaborative"]) == {"1", "8", "32"}
     assert result["refresh"]["total_s"] > 0 and result["refresh"]["peak_rss_mb"] > 0
+    preload = result["refresh"]["preload"]  # every user's row cached by the lists job (a 512 MB Redis)
+    assert preload["users"] == preload["profiled"] > 0 and "stopped" not in preload, preload
     assert result["errors"] == 0
     live = result["live"]
     assert live["freshness"]["likes"] == 20 and live["freshness"]["missing"] == 0
