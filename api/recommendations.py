@@ -17,7 +17,7 @@ from api.validation import PersonalizedRequest, PopularRequest, parse, personali
 from shared.cache import POPULAR as POPULAR_KIND, lists_current, popular_suffix
 from shared.catalogue import SnapshotSource
 from shared.demographics import fallback_chain
-from shared.serving import COMPUTED, POPULAR, Profile, answer_plan, personal_answer, popular_list, segments_needed
+from shared.serving import COMPUTED, POPULAR, Profile, algorithm_for, answer_plan, personal_answer, popular_list, segments_needed
 from shared.store import user_row
 
 bp = Blueprint("recommendations", __name__)
@@ -79,7 +79,9 @@ def personalized_result(s: Services, body) -> dict:
         plan = answer_plan(plist, profile, req.geo_id, filters)
         slot.keep_list = plan == COMPUTED or slot.new_row is not None  # else the cached row answers again
         collaborative = ((), ())
-        if plan == COMPUTED and row.profile is not None:  # only a computed answer reads the rest
+        # Only a computed answer reads the rest, and only for a user with history: popular for
+        # a user without any needs no preferences and has no collaborative list.
+        if plan == COMPUTED and row.profile is not None and algorithm_for(profile.interaction_count) != POPULAR:
             profile, collaborative = s.source.with_detail(profile)
         source = _snapshot_source(s, slot, profile=profile, collaborative=collaborative,
                                   expected=segments_needed(profile, req.geo_id, filters, plan))
