@@ -1,6 +1,6 @@
 """Every setting, read from the environment in one place and validated at startup.
 
-pydantic-settings does the reading and type checks; a field name upper-cased is its variable.
+pydantic does the type checks; a field name upper-cased is its variable (any case works).
 A bad value raises SettingsError naming the variable, so a process fails loudly
 instead of running with a value nobody meant. Secrets are SecretStr, so they never
 appear in a repr, a log line or /stats.
@@ -13,8 +13,7 @@ from functools import lru_cache
 from typing import Annotated, Literal, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 
 class SettingsError(ValueError):
@@ -65,12 +64,15 @@ def _int(default: int, lo: int, hi: int):
     return Field(default, ge=lo, le=hi)
 
 
-class Settings(BaseSettings):
-    """The service's settings. The field name upper-cased is the environment variable."""
+class Settings(BaseModel):
+    """The service's settings. The field name upper-cased is the environment variable.
 
-    # Empty variables mean "unset" (compose passes `${X:-}`); unknown variables are ignored.
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False, env_ignore_empty=True,
-                                      hide_input_in_errors=True)
+    A plain pydantic model, not pydantic-settings': load_settings reads the one mapping it
+    is given, and that library's sources and their imports cost every process 5 MB."""
+
+    # Values come as strings from the environment and are converted (lax mode); defaults
+    # are validated too.
+    model_config = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True, validate_default=True)
 
     main_database_url: PostgresUrl = "postgresql:///mysanta_main"
     recommendations_database_url: PostgresUrl = "postgresql:///mysanta_recommendations"
@@ -119,12 +121,6 @@ class Settings(BaseSettings):
     # so each checkout (and each container) has its own.
     celery_beat_schedule_file: str = Field("celerybeat-schedule", min_length=1)
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, **_):
-        # The environment is read by load_settings() through _MappingSource, from the mapping
-        # it is given, so a test's load_settings(env) never sees the shell's variables.
-        return (init_settings,)
-
     @model_validator(mode="before")
     @classmethod
     def _derive_celery_urls(cls, data):
@@ -169,17 +165,6 @@ class Settings(BaseSettings):
         return out
 
 
-class _MappingSource(EnvSettingsSource):
-    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
-
-    def __init__(self, settings_cls, environ: Mapping[str, str]):
-        self._environ = environ
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self):
-        return {k.lower(): v for k, v in self._environ.items() if not (self.env_ignore_empty and v == "")}
-
-
 def _error_message(exc: ValidationError, raw: Mapping[str, str]) -> str:
     lower = {k.lower(): v for k, v in raw.items()}
     urls = Settings.url_fields()
@@ -198,10 +183,14 @@ def _error_message(exc: ValidationError, raw: Mapping[str, str]) -> str:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `env` (a mapping of variables; default os.environ), and from nothing else."""
+    """Settings from `env` (a mapping of variables; default os.environ), and from nothing else:
+    a test's load_settings(env) never sees the shell's variables. Names are case-insensitive;
+    an empty variable means "unset" (compose passes `${X:-}`); unknown ones are ignored."""
     environ = os.environ if env is None else env
+    fields = Settings.model_fields
+    values = {k.lower(): v for k, v in environ.items() if v != "" and k.lower() in fields}
     try:
-        return Settings(**_MappingSource(Settings, environ)())
+        return Settings(**values)
     except ValidationError as exc:
         raise SettingsError(_error_message(exc, environ)) from None
 
