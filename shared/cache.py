@@ -21,11 +21,13 @@ Live state (see shared/live.py): everything cached about one user is one hash
 (`u:<id>`): its /personalized lists (field `l:<generations>:<geo>:<filters>`), a
 version (`v`), and the live feedback from POST /events (`f:<item>` -> l|u with the
 mark's expiry, and a flag `f`). A lookup is one HMGET of the list's field, `v`,
-`f` and the user's row (`l:u:<generations>`: what the recommendations DB holds about
-the user for serving, their profile and precomputed list, encode_user_row), so a miss
-knows the version (and whether there is feedback) without a second round trip, and a
-miss by a user whose row is cached reads nothing else: the row, filtered in memory,
-answers every request that the precomputed list answers. A cached list or row starts
+`f` and the user's row (`l:u:<digest of generations>`: what the recommendations DB
+holds about the user for serving, their profile and precomputed list, encode_user_row),
+so a miss knows the version (and whether there is feedback) without a second round
+trip, and a miss by a user whose row is cached reads nothing else: the row, filtered
+in memory, answers every request that the precomputed list answers. The lists job
+caches rows ahead of requests (workers/preload.py, preload_rows); a miss caches the
+row it had to read. A cached list or row starts
 with the version it was computed under, and it is served only while that is still
 the user's version. Every invalidation (an event,
 the live sync re-reading a user) sets a new, never reused version, so it drops all
@@ -108,14 +110,26 @@ STORE_USER = """
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 """
-# Cache a user's row ahead of their requests (workers/preload.py): ARGV[1] the TTL, ARGV[2] the
-# row's field, ARGV[3] `version|row`; rows of other generations deleted, the TTL only lengthened.
-PRELOAD_ROW = """
-for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if string.sub(name, 1, 4) == 'l:u:' and name ~= ARGV[2] then redis.call('HDEL', KEYS[1], name) end
+# Cache users' rows ahead of their requests (workers/preload.py): KEYS the users' hashes,
+# ARGV[1] the TTL, ARGV[2] the rows' field, ARGV[2 + i] KEYS[i]'s `version|row`; rows of
+# other generations deleted, each hash's TTL only lengthened. Many users a call: packing a
+# command's arguments costs the client more than Redis takes to run it.
+PRELOAD_ROWS = """
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  for _, name in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(name, 1, 4) == 'l:u:' and name ~= ARGV[2] then redis.call('HDEL', key, name) end
+  end
+  redis.call('HSET', key, ARGV[2], ARGV[2 + i])
+  if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+"""
+PRELOAD_CALL = 100  # users a PRELOAD_ROWS or USER_VERSIONS call: Redis runs it in well under a millisecond
+# The version of each user in KEYS ('' for none).
+USER_VERSIONS = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'v') or '' end
+return out
 """
 LIKED, UNLIKED = b"l", b"u"
 TOUCHED_KEY = PREFIX + "live:touched"  # users with POST /events feedback the sync has not re-read yet
@@ -349,7 +363,8 @@ class Cache:
         self._minutes: dict[int, dict[str, float]] = {}  # minute -> field -> increment not yet flushed
         self._store_user = client.register_script(STORE_USER)  # no I/O until first called
         self._invalidate_user = client.register_script(INVALIDATE_USER)
-        self._preload_row = client.register_script(PRELOAD_ROW)
+        self._preload_rows = client.register_script(PRELOAD_ROWS)
+        self._user_versions = client.register_script(USER_VERSIONS)
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
@@ -510,10 +525,15 @@ class Cache:
     def user_versions(self, user_ids) -> list[bytes]:
         """Each user's version now (b"": none yet), in one round trip. A row read from the DB
         after this and cached under it is served only if no invalidation came in between."""
-        pipe = self.client.pipeline(transaction=False)
-        for u in user_ids:
-            pipe.hget(user_key(u), VERSION_FIELD)
-        return [v or b"" for v in self._call(pipe.execute)]
+        keys = [user_key(u) for u in user_ids]
+
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(keys), PRELOAD_CALL):
+                self._user_versions(keys=keys[start:start + PRELOAD_CALL], client=pipe)
+            return [v for part in pipe.execute() for v in part]
+
+        return self._call(run)
 
     def preload_rows(self, rows, gens: dict, ttl_s: int) -> None:
         """Cache users' rows [(user_id, version from user_versions, encode_user_row)] under the
@@ -522,8 +542,11 @@ class Cache:
 
         def run():
             pipe = self.client.pipeline(transaction=False)
-            for user_id, version, row in rows:
-                self._preload_row(keys=[user_key(user_id)], args=[ttl_s, field, version + b"|" + row], client=pipe)
+            for start in range(0, len(rows), PRELOAD_CALL):
+                part = rows[start:start + PRELOAD_CALL]
+                self._preload_rows(keys=[user_key(u) for u, _, _ in part],
+                                   args=[ttl_s, field, *[version + b"|" + row for _, version, row in part]],
+                                   client=pipe)
             pipe.execute()
 
         self._call(run)

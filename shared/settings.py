@@ -90,7 +90,7 @@ class Settings(BaseModel):
     list_processes: int = _int(2, 1, 64)
     # Share of Redis's maxmemory the lists job may fill caching users' rows ahead of their
     # requests (workers/preload.py), the most active users first; 0: no preload.
-    preload_memory_share: float = Field(0.6, ge=0.0, le=0.9)
+    preload_memory_share: float = Field(0.65, ge=0.0, le=0.9)
     cache_cleanup_hours: int = _int(6, 1, 720)
     cache_ttl_popular: int = _int(900, 1, 604800)
     cache_ttl_personalized: int = _int(7200, 1, 604800)

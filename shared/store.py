@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import replace
-from typing import NamedTuple
 
 from shared.jobs import LAST_RUNS_SQL
 from shared.serving import Filters, Item, PersonalList, Profile, UserRow
@@ -236,10 +235,11 @@ def user_row(user_id: int, row: tuple) -> UserRow:
     return UserRow(profile, plist)
 
 
-def user_rows(cur, user_ids) -> dict:
-    """{user_id: UserRow} of these users, in one read (USERS_SQL: what user_raw reads of each)."""
+def users_raw(cur, user_ids) -> list[tuple]:
+    """(user_id, *what user_raw reads) of each of these users, in one read (USERS_SQL); user_row
+    makes a UserRow of row[1:]."""
     cur.execute(USERS_SQL, (list(user_ids),))
-    return {row[0]: user_row(row[0], row[1:]) for row in cur.fetchall()}
+    return cur.fetchall()
 
 
 def _profile(user_id: int, row) -> Profile:
