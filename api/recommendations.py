@@ -17,7 +17,7 @@ from api.validation import PersonalizedRequest, PopularRequest, parse, personali
 from shared.cache import POPULAR as POPULAR_KIND, lists_current, popular_suffix
 from shared.catalogue import SnapshotSource
 from shared.demographics import fallback_chain
-from shared.serving import COMPUTED, POPULAR, Profile, algorithm_for, answer_plan, personal_answer, popular_list, segments_needed
+from shared.serving import COMPUTED, POPULAR, STORED, Profile, algorithm_for, answer_plan, personal_answer, popular_list, segments_needed
 from shared.store import user_row
 
 bp = Blueprint("recommendations", __name__)
@@ -77,7 +77,9 @@ def personalized_result(s: Services, body) -> dict:
                 plist = None
             profile = replace(profile, liked=(profile.liked | slot.liked) - slot.unliked)
         plan = answer_plan(plist, profile, req.geo_id, filters)
-        slot.keep_list = plan == COMPUTED or slot.new_row is not None  # else the cached row answers again
+        # The precomputed list as is costs about a hit to derive again from the cached row, so it
+        # is not stored; a filtered or computed list (fill-in, blend) is, for the next page.
+        slot.keep_list = plan != STORED or slot.new_row is not None
         collaborative = ((), ())
         # Only a computed answer reads the rest, and only for a user with history: popular for
         # a user without any needs no preferences and has no collaborative list.

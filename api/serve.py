@@ -1,9 +1,9 @@
 """Cache-through serving: one Redis round trip on a hit, else compute from the recommendations DB.
 
 A /personalized miss reads the user's row (profile, precomputed list) in one query,
-unless the lookup found it cached in the user's hash (then a miss answered from the
-precomputed list reads nothing: its list is not cached either, being cheaper to compute
-again than to store);
+unless the lookup found it cached in the user's hash (the lists job preloads it; then
+a miss answered from the precomputed list as is reads and stores nothing: deriving it
+again from the row costs about a hit);
 the precomputed list is served as is when it is the exact answer, filtered in memory
 when the request only narrows it (then popular fill-in), else a second query reads
 the profile's preferences and collaborative list and the list is computed in memory
@@ -54,8 +54,8 @@ class UserSlot:
 
     A miss also gets the user's row if it is cached (row: a shared.serving.UserRow). compute
     reads it from the DB otherwise and sets new_row, which store() caches with the list;
-    it clears keep_list when the list is cheaper to compute again from the cached row
-    than to store."""
+    it clears keep_list when the list is the precomputed one as is, about as cheap to
+    derive again from the cached row as a hit."""
 
     keep_list = True
     new_row = None
