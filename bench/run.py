@@ -588,6 +588,19 @@ What the profile showed (2026-11, this 2-core machine):
   (0.72 / 0.74 ms). Tried and dropped: `hiredis` (redis-py's C reply parser) saved
   ~20 us a command in a plain loop but made hits 15 % slower under the gevent workers
   (0.71 vs 0.83 ms of worker CPU a hit, 8 interleaved runs).
+- First requests, later (rows preloaded by the lists job; a slower machine of the same
+  kind, bare baseline 2,000-2,600 RPS at c=8). A user's first request since a refresh
+  used to read their row from PostgreSQL and store it: three round trips. With every
+  row in Redis it is the lookup alone. py-spy of a web worker under
+  `cold_collaborative` with rows preloaded: 40 % of the samples were the answer itself,
+  mostly the popular fill-in of filtered requests (32 %: segment lists not in the
+  per-process LRU read from PostgreSQL 14 %, their summaries 9 %, filtering 12 %), and
+  the lookup `HMGET` 16 %. An LRU of 8,192 segment lists (all 7,956 of `large`)
+  instead of 512 gave `mixed_personalized` 0.37 / 0.44 of the baseline against
+  0.43 / 0.53 (two interleaved rounds) and worker RSS 69-72 MB against 61: not kept.
+  The preload itself: 300 k rows took 53 s with one script call per user; reading
+  the next batch in a thread while writing the current one, and 100 users per script
+  call (redis-py's argument packing was the largest cost), brought it to 24-25 s.
 """
 
 

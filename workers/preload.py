@@ -6,7 +6,7 @@ and the answer is filtered in memory (api/recommendations.py). Without the prelo
 first request after each lists run reads the row and stores it: three round trips, not one.
 
 The most active users come first, in batches, until the rows fill PRELOAD_MEMORY_SHARE of
-Redis's maxmemory (each row's bytes plus ROW_OVERHEAD: about 1.1 KB a user with a 200-item
+Redis's maxmemory (each row's bytes plus ROW_OVERHEAD: about 1.3 KB a user with a 200-item
 list), or Redis's used memory reaches FULL of it, whichever comes first: a run replaces the
 rows the last one cached, so the rows' own size is what the share bounds. Each batch reads
 the users' versions before their rows, and caches each row under that version, so a row that
@@ -37,7 +37,7 @@ def preload_rows(settings: Settings, cache: Cache, gens: dict, check=lambda: Non
     swapped in). Returns what it did; a Redis failure stops it, never the job.
 
     A thread reads the next batch (versions, then rows) while this one encodes and writes the
-    current one: PostgreSQL formats rows on the other core meanwhile (about 0.6 x the time)."""
+    current one, so PostgreSQL formats rows on the other core meanwhile."""
     started = time.perf_counter()
     out = {"users": 0, "profiled": 0, "bytes": 0}
     share = settings.preload_memory_share
