@@ -600,7 +600,7 @@ What the profile showed (2026-11, this 2-core machine):
   0.43 / 0.53 (two interleaved rounds) and worker RSS 69-72 MB against 61: not kept.
   The preload itself: 300 k rows took 53 s with one script call per user; reading
   the next batch in a thread while writing the current one, and 100 users per script
-  call (redis-py's argument packing was the largest cost), brought it to 24-25 s.
+  call (redis-py's argument packing was the largest cost), brought it to 24-26 s.
 """
 
 
