@@ -44,8 +44,8 @@ class KeySlot:
         self.cache = cache
         self.key, self.value, self.gens = cache.lookup(kind, suffix)
 
-    def store(self, value: bytes, ttl_s: int) -> None:
-        self.cache.store_miss(self.key, value, ttl_s)
+    def store(self, ranked, algorithm: str, ttl_s: int) -> None:
+        self.cache.store_miss(self.key, encode_list(ranked.ids, ranked.sections, algorithm), ttl_s)
 
 
 class UserSlot:
@@ -67,8 +67,9 @@ class UserSlot:
         self.liked, self.unliked = live_exclusions(self.slot.feedback)
         self.row = None if self.slot.row is None else decode_user_row(user_id, self.slot.row)
 
-    def store(self, value: bytes, ttl_s: int) -> None:
-        self.cache.store_user(self.slot, value if self.keep_list else None, ttl_s,
+    def store(self, ranked, algorithm: str, ttl_s: int) -> None:
+        value = encode_list(ranked.ids, ranked.sections, algorithm) if self.keep_list else None
+        self.cache.store_user(self.slot, value, ttl_s,
                               None if self.new_row is None else encode_user_row(self.new_row))
 
 
@@ -78,7 +79,7 @@ class NoSlot:
     value = gens = row = None
     liked = unliked = frozenset()
 
-    def store(self, value: bytes, ttl_s: int) -> None:
+    def store(self, ranked, algorithm: str, ttl_s: int) -> None:
         pass
 
 
@@ -103,7 +104,7 @@ def serve(services, open_slot, compute, ttl_s: int, page: int, limit: int) -> di
             raise DatabaseUnavailable(str(exc).strip().splitlines()[0] if str(exc).strip() else "unavailable") from exc
         ids, sections = ranked.ids, ranked.sections
         try:
-            slot.store(encode_list(ranked.ids, ranked.sections, algorithm), ttl_s)
+            slot.store(ranked, algorithm, ttl_s)  # encoded only if it is kept
         except CacheUnavailable:
             pass
     start = (page - 1) * limit

@@ -730,6 +730,12 @@ def main(argv=None) -> int:
         # times, and each block is the run with the median RPS: a noisy neighbour on a
         # shared machine then hits both sides alike.
         runs: dict = {}
+
+        def record(name, conc, block):
+            runs.setdefault(name, {}).setdefault(str(conc), []).append(block)
+            print(f"bench: {name} c={conc} rps={block['rps']} p50={block['p50_ms']} p99={block['p99_ms']} "
+                  f"non2xx={block['non2xx']}", flush=True)
+
         for conc in CONCURRENCY:
             for rep in range(args.repeats):
                 for name in (RATIO_SCENARIOS + ((METRICS_OFF,) if conc == 8 else ())
@@ -741,15 +747,10 @@ def main(argv=None) -> int:
                     target = {"baseline": baseline, METRICS_OFF: api_off}.get(name, api)
                     block = (run_wrk(target.url, scripts[name], conc, seconds) if target is baseline
                              else timed_wrk(target, scripts[name], conc, seconds))
-                    runs.setdefault(name, {}).setdefault(str(conc), []).append(block)
-                    print(f"bench: {name} c={conc} rps={block['rps']} p50={block['p50_ms']} p99={block['p99_ms']} "
-                          f"non2xx={block['non2xx']}", flush=True)
+                    record(name, conc, block)
                     if name in UNCACHED:  # the same users, their rows (and all they had cached) dropped
                         uncache(env["RECOMMENDATIONS_REDIS_URL"], users[name])
-                        block = timed_wrk(api, scripts[name], conc, seconds)
-                        runs.setdefault(UNCACHED[name], {}).setdefault(str(conc), []).append(block)
-                        print(f"bench: {UNCACHED[name]} c={conc} rps={block['rps']} p50={block['p50_ms']} "
-                              f"p99={block['p99_ms']} non2xx={block['non2xx']}", flush=True)
+                        record(UNCACHED[name], conc, timed_wrk(api, scripts[name], conc, seconds))
         # Mostly misses at high concurrency: users drawn at random from all users (one run).
         block = timed_wrk(api, scripts[MIXED_SCENARIO], MIXED_CONCURRENCY, seconds)
         runs.setdefault(MIXED_SCENARIO, {})[str(MIXED_CONCURRENCY)] = [block]
