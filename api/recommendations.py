@@ -16,7 +16,6 @@ from api.serve import KeySlot, UserSlot, serve
 from api.validation import PersonalizedRequest, PopularRequest, parse, personalized_filters, popular_filters
 from shared.cache import POPULAR as POPULAR_KIND, lists_current, popular_suffix
 from shared.catalogue import SnapshotSource
-from shared.demographics import fallback_chain
 from shared.serving import COMPUTED, POPULAR, STORED, Profile, algorithm_for, answer_plan, personal_answer, popular_list, segments_needed
 from shared.store import user_row
 
@@ -36,7 +35,8 @@ def _finish(result: dict):
 
 def _snapshot_source(s: Services, slot, **kwargs) -> SnapshotSource:
     """The request's Source: the process's catalogue snapshot (reloaded when the popular
-    generation moved) and segment lists read in one query."""
+    generation moved), with every segment's ids; the scored segment lists a computed
+    answer may need read in one query."""
     snapshot = s.snapshot
     catalogue = snapshot.current(slot.gens["popular"] if slot.gens else None)
     return SnapshotSource(snapshot, catalogue, s.source.segment_lists, **kwargs)
@@ -48,7 +48,7 @@ def popular_result(s: Services, body) -> dict:
     segment, filters = popular_filters(req, f)
 
     def compute(slot, exclude):
-        source = _snapshot_source(s, slot, expected=fallback_chain(*segment))
+        source = _snapshot_source(s, slot)  # the popular fill-in: ids only, no read
         return popular_list(source, segment, filters, cfg.recommendation_list_size, exclude), POPULAR
 
     suffix = popular_suffix(segment, filters.key())

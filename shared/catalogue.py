@@ -3,15 +3,18 @@
 Catalogue holds each item's filterable attributes (price, category, platform, geo,
 in stock) in compact arrays indexed by item id: 13 bytes an item (17 when a price is not
 exact in float32), so 100k items cost ~1.3 MB in a web worker, where Python objects
-would cost ~30 MB. Private items never reach the items table. Each process reloads it
-when the popular generation changes (the popular refresh swaps items and popular lists
-together, then bumps it).
+would cost ~30 MB. Private items never reach the items table. With them it holds the
+item ids of every popular segment list (popular_lists), in one array: 4 bytes an id,
+~6.3 MB for large's 7,956 lists of 200. Each process reloads both, in one database
+snapshot, when the popular generation changes (the popular refresh swaps items and
+popular lists together, then bumps it).
 
 SnapshotSource is shared.serving's Source for one request: popular lists come from
 popular_lists, the ids looked up in the catalogue, filtered, skipped and cut here in
-memory. The segments a request may need are fetched in one query (segments_needed),
-and recently used segment lists stay in a small per-process LRU, so most misses read
-at most the user's row and one set of segment lists.
+memory. The popular fill-in (ids only: serving.popular_ids) reads nothing. Only a
+computed content-based or collaborative answer needs segments' scores: those it may
+need are fetched in one query (segments_needed), and recently used ones stay in a
+small per-process LRU.
 """
 from __future__ import annotations
 
@@ -22,21 +25,26 @@ from collections import OrderedDict
 from typing import NamedTuple
 
 from shared.serving import Filters, Item, Profile
+from shared.store import binary_array
 
 # Catalogue rows read per query while loading: a page is all that is ever held as objects.
 # Their pymalloc arenas stay with the process after the load (other objects land in them),
 # so the page size is RSS for good: ~1.1 MB at 2,000 rows, ~0.3 MB at 500; 100k items load
 # in ~0.09 s either way.
 PAGE_ROWS = 500
-# Segment lists kept per process: ~2.5 KB each at 200 items, so ~1.3 MB of the web
-# worker's RSS. 512 hold every segment each of the bench's miss mixes touches; with users
-# drawn from everyone (mixed_personalized) 0.3 reads a request remain (0.5 with 128,
-# 0.2 with 1024).
+# Segment lists with their scores kept per process: ~2.5 KB each at 200 items, so
+# ~1.3 MB of the web worker's RSS. Only computed content-based and collaborative answers
+# read them (most misses are answered from the precomputed list, and fill in with ids).
 SEGMENT_CACHE = 512
 DENSE_SLACK = 4  # ids up to this many times the item count are indexed directly; sparser ids use a dict
 
 ITEMS_PAGE_SQL = ("SELECT item_id, price, category, platform, geo_id, in_stock FROM items "
                   "WHERE item_id > %s ORDER BY item_id LIMIT %s")
+# Segment lists' ids, a page at a time along the primary key (binary: see store.SEGMENTS_SQL).
+SEGMENT_KEY = "geo_id, gender, age_group, category"
+SEGMENTS_FIRST_SQL = f"SELECT {SEGMENT_KEY}, array_send(item_ids) FROM popular_lists ORDER BY {SEGMENT_KEY} LIMIT %s"
+SEGMENTS_PAGE_SQL = (f"SELECT {SEGMENT_KEY}, array_send(item_ids) FROM popular_lists "
+                     f"WHERE ({SEGMENT_KEY}) > (%s, %s, %s, %s) ORDER BY {SEGMENT_KEY} LIMIT %s")
 
 
 class Summary(NamedTuple):
@@ -67,13 +75,43 @@ class Catalogue:
         self._flags = bytearray(size)  # 0 absent, 1 out of stock, 2 in stock
         self._names: list = []
         self._codes: dict = {}
+        # Popular segment lists' ids: segment k's are _segment_ids[_starts[k]:_starts[k + 1]].
+        self._segments: dict = {}  # segment -> k
+        self._segment_ids = array("i")
+        self._starts = array("q", [0])
+        self._summaries: list = []  # segment k's Summary, made on first use
+        self._shared: dict = {}  # one object for equal values: segment keys' names, summaries' sets
 
     @classmethod
-    def of(cls, rows, generation=None) -> "Catalogue":
+    def of(cls, rows, generation=None, segments=()) -> "Catalogue":
+        """From item rows and [(segment, ids)] of popular lists."""
         rows = list(rows)
         cat = cls(len(rows), max((r[0] for r in rows), default=0), generation)
         cat.add(rows)
+        cat.add_segments(segments)
         return cat
+
+    def add_segments(self, lists) -> None:
+        """Popular lists [(segment, item ids in rank order)], a segment once."""
+        for segment, ids in lists:
+            if self._segment_ids.typecode == "i" and ids and not (-2**31 <= min(ids) and max(ids) < 2**31):
+                self._segment_ids = array("q", self._segment_ids)  # ids past int32: 8 bytes an id from now on
+            shared = self._shared.setdefault
+            self._segments[tuple(shared(part, part) for part in segment)] = len(self._summaries)
+            self._segment_ids.extend(ids)
+            self._starts.append(len(self._segment_ids))
+            self._summaries.append(None)
+
+    def segment(self, segment) -> tuple:
+        """(ids, Summary) of a segment's popular list; ((), None) when it has none."""
+        k = self._segments.get(segment)
+        if k is None:
+            return (), None
+        ids = self._segment_ids[self._starts[k]:self._starts[k + 1]]
+        summary = self._summaries[k]
+        if summary is None:
+            summary = self._summaries[k] = self.summarise(ids)
+        return ids, summary
 
     def _code(self, name) -> int:
         code = self._codes.get(name)
@@ -123,9 +161,11 @@ class Catalogue:
         flags, price = self._flags, self._price
         prices = [price[pos] for pos in positions]
         priced = bool(prices) and all(p == p for p in prices)  # NaN: no price
+        shared = self._shared.setdefault  # most segments' sets are alike ({one category}, {one geo}): one object each
+        categories = frozenset(self._category[pos] for pos in positions)
+        geos = frozenset(self._geo[pos] for pos in positions) - {0}
         return Summary(all(flags[pos] == 2 for pos in positions), min(prices) if priced else None,
-                       max(prices) if priced else None, frozenset(self._category[pos] for pos in positions),
-                       frozenset(self._geo[pos] for pos in positions) - {0})
+                       max(prices) if priced else None, shared(categories, categories), shared(geos, geos))
 
     def passing(self, ids, filters: Filters, limit: int | None, skip, summary: Summary | None = None) -> list:
         """Indexes into a ranked id list of its first `limit` ids that are in the catalogue
@@ -145,17 +185,21 @@ class Catalogue:
         hi = math.inf if filters.price_to is None else filters.price_to
         geo = filters.geo_id
         flags, price, category, geos = self._flags, self._price, self._category, self._geo
-        if (summary is not None and summary.in_stock and (code is None or summary.categories == {code})
-                and (geo is None or summary.geos <= {geo})
-                and (not priced or summary.price_lo is not None and lo <= summary.price_lo and summary.price_hi <= hi)):
-            out = list(range(len(ids)))  # every id passes the filters
-            if skip:
-                out = [k for k in out if ids[k] not in skip]
-            del out[room:]
-            return out
+        stocked = summary is not None and summary.in_stock  # every id is in the catalogue and in stock
+        if stocked:  # a check the summary says every id passes is not made id by id
+            if code is not None:
+                if code not in summary.categories:
+                    return []
+                code = None if summary.categories == {code} else code
+            geo = None if geo is not None and summary.geos <= {geo} else geo
+            priced = priced and not (summary.price_lo is not None and lo <= summary.price_lo and summary.price_hi <= hi)
+            if code is None and geo is None and not priced:  # every id passes the filters
+                out = [k for k in range(len(ids)) if ids[k] not in skip] if skip else list(range(len(ids)))
+                del out[room:]
+                return out
         positions = self._positions(ids)
         if 4 * room >= len(ids):  # most ids are looked at: one comprehension per check beats one loop
-            out = [k for k, pos in enumerate(positions) if flags[pos] == 2]
+            out = list(range(len(ids))) if stocked else [k for k, pos in enumerate(positions) if flags[pos] == 2]
             if priced:  # NaN (no price) fails any price filter
                 out = [k for k in out if lo <= price[positions[k]] <= hi]
             if code is not None:
@@ -168,7 +212,7 @@ class Catalogue:
             return out
         out = []
         for k, pos in enumerate(positions):
-            if flags[pos] != 2:  # absent or out of stock
+            if not stocked and flags[pos] != 2:  # absent or out of stock
                 continue
             if priced and not lo <= price[pos] <= hi:  # NaN (no price) fails any price filter
                 continue
@@ -207,8 +251,9 @@ class Catalogue:
 
 
 def load_catalogue(cur, generation=None) -> Catalogue:
-    """Read the items table in pages inside one repeatable-read transaction (one consistent
-    snapshot), so only a page of rows is ever held as Python objects."""
+    """Read the items table, then the popular lists' ids, in pages inside one repeatable-read
+    transaction (one consistent snapshot), so only a page of rows is ever held as Python
+    objects."""
     cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         cur.execute("SELECT count(*), coalesce(max(item_id), 0) FROM items")
@@ -222,6 +267,13 @@ def load_catalogue(cur, generation=None) -> Catalogue:
             if len(page) < PAGE_ROWS:
                 break
             last = page[-1][0]
+        cur.execute(SEGMENTS_FIRST_SQL, (PAGE_ROWS,))
+        while True:
+            page = cur.fetchall()
+            cat.add_segments((tuple(row[:4]), binary_array(row[4])) for row in page)
+            if len(page) < PAGE_ROWS:
+                break
+            cur.execute(SEGMENTS_PAGE_SQL, (*page[-1][:4], PAGE_ROWS))
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
@@ -304,7 +356,7 @@ class SnapshotSource:
         self.read_segments = read_segments  # fn([segment]) -> {segment: (ids, scores)}: one query
         self._profile = profile
         self._collaborative = collaborative
-        self._expected = list(expected)  # segments the request may read (serving.segments_needed): fetched at once
+        self._expected = list(expected)  # segments whose scores the request may read (serving.segments_needed)
         self._lists: dict = {}
 
     def prefetch(self, segments) -> None:
@@ -340,6 +392,12 @@ class SnapshotSource:
         ids, scores = lst.ids, lst.scores
         keep = self.catalogue.passing(ids, filters, limit, skip, lst.summary(self.catalogue))
         return [ids[k] for k in keep], [scores[k] for k in keep]
+
+    def popular_ids(self, segment, filters, limit, skip) -> list:
+        """The ids of popular_scored(...), from the catalogue's segment lists: no read."""
+        catalogue = self.catalogue
+        ids, summary = catalogue.segment(segment)
+        return [ids[k] for k in catalogue.passing(ids, filters, limit, skip, summary)] if ids else []
 
     def passing(self, ids, filters, skip) -> list:
         """The ids that are in stock and pass the filters, not skipped, in order (shared.serving.filtered_answer)."""

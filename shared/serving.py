@@ -86,7 +86,9 @@ class Source(Protocol):
 
     # Optional: popular_scored(segment, filters, limit, skip) -> (ids, scores) of
     # popular([segment], filters, limit, skip)[segment] (see popular_scored below), for a
-    # source that can give them without building Items (shared.catalogue.SnapshotSource).
+    # source that can give them without building Items (shared.catalogue.SnapshotSource);
+    # popular_ids(segment, filters, limit, skip) -> those ids, for one that holds them
+    # without the scores.
 
 
 def popular_scored(source: Source, segment: tuple, filters: Filters, limit: int | None, skip) -> tuple[list, list]:
@@ -97,6 +99,14 @@ def popular_scored(source: Source, segment: tuple, filters: Filters, limit: int 
         return fast(segment, filters, limit, skip)
     rows = source.popular([segment], filters, limit, skip).get(segment, ())
     return [pair[0][0] for pair in rows], [pair[1] for pair in rows]  # Item.item_id, score
+
+
+def popular_ids(source: Source, segment: tuple, filters: Filters, limit: int | None, skip) -> list:
+    """The ids of popular_scored: all the popular fill-in needs."""
+    fast = getattr(source, "popular_ids", None)
+    if fast is not None:
+        return fast(segment, filters, limit, skip)
+    return popular_scored(source, segment, filters, limit, skip)[0]
 
 
 def allowed(item: Item, filters: Filters, exclude) -> bool:
@@ -213,8 +223,7 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
             if ranked.full or len(rows[0]) < ranked.size:
                 continue
         room = ranked.size - len(ranked.ids)
-        ids, _ = popular_scored(source, seg, ranked.filters, room, ranked.exclude | ranked.listed)
-        ranked.extend_checked(POPULAR, ids)
+        ranked.extend_checked(POPULAR, popular_ids(source, seg, ranked.filters, room, ranked.exclude | ranked.listed))
 
 
 def _normalised(pairs) -> dict:
@@ -346,15 +355,19 @@ def user_segment(profile: Profile | None, geo_id: int | None, filters: Filters) 
 
 def segments_needed(profile: Profile | None, geo_id: int | None, filters: Filters,
                     plan: str | None = None) -> list[tuple]:
-    """Every segment list a request's answer may read (personalized_list, or the fill-in of
-    filtered_answer as `plan` says), so a source can fetch them at once."""
-    if plan == STORED:
+    """Every segment list whose scores a request's answer may read (personalized_list of a
+    user with history: the content-based candidates, the collaborative blend's segment), so
+    a source can fetch them at once. The popular fill-in reads ids only (popular_ids), and
+    so does the fill-in of filtered_answer as `plan` says."""
+    if plan in (STORED, FILTERED) or profile is None:
         return []
+    algorithm = algorithm_for(profile.interaction_count)
     segment = user_segment(profile, geo_id, filters)
-    out = fallback_chain(*segment)
-    if plan != FILTERED and profile is not None and algorithm_for(profile.interaction_count) == CONTENT_BASED:
-        out += [seg for seg in content_segments(profile, segment) if seg not in out]
-    return out
+    if algorithm == COLLABORATIVE:
+        return fallback_chain(*segment)
+    if algorithm == CONTENT_BASED:
+        return content_segments(profile, segment)
+    return []
 
 
 def personalized_list(source: Source, user_id: int, geo_id: int | None, filters: Filters, size: int,
