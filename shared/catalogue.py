@@ -199,9 +199,12 @@ class Catalogue:
                 return out
         positions = self._positions(ids)
         if 4 * room >= len(ids):  # most ids are looked at: one comprehension per check beats one loop
-            out = list(range(len(ids))) if stocked else [k for k, pos in enumerate(positions) if flags[pos] == 2]
-            if priced:  # NaN (no price) fails any price filter
-                out = [k for k in out if lo <= price[positions[k]] <= hi]
+            # Stock and price (NaN, no price, fails any price filter) in one pass: the usual checks.
+            if priced:
+                out = ([k for k, pos in enumerate(positions) if lo <= price[pos] <= hi] if stocked else
+                       [k for k, pos in enumerate(positions) if flags[pos] == 2 and lo <= price[pos] <= hi])
+            else:
+                out = list(range(len(ids))) if stocked else [k for k, pos in enumerate(positions) if flags[pos] == 2]
             if code is not None:
                 out = [k for k in out if category[positions[k]] == code]
             if geo is not None:
