@@ -2,6 +2,8 @@
 import logging
 
 from api import create_app
+from api.malloc import keep_large_blocks_mapped
 
+keep_large_blocks_mapped()  # before the catalogue snapshot is first loaded
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 app = create_app()
