@@ -305,7 +305,32 @@ def mixed_figures(grid: dict) -> dict:
     return {"concurrency": MIXED_CONCURRENCY, "rps": block["rps"], "rps_vs_baseline": round(block["rps"] / base["rps"], 3),
             "p50_ms": block["p50_ms"], "p99_ms": block["p99_ms"], "server_p50_ms": block.get("server_p50_ms"),
             "server_p99_ms": block.get("server_p99_ms"), "cache_hit_share": block.get("cache_hit_share"),
-            "errors": block["non2xx"] + block["socket_errors"]}
+            "errors": block["non2xx"] + block["socket_errors"],
+            "redis_before": block.get("redis_before"), "redis_after": block.get("redis_after")}
+
+
+def _redis_line(r: dict | None) -> str:
+    if not r:
+        return ""
+    return (f" Before it, Redis held {r['used_mb']} of {r['maxmemory_mb']} MB after {r['evicted_keys']} evictions, "
+            f"and {r['rows_cached_share']:.0%} of its users' rows.")
+
+
+def redis_memory(url: str, users: list) -> dict:
+    """The bench Redis's used memory against its cap, keys evicted so far, and the share of
+    these users (up to 2,000) whose hash holds a row (preloaded, or stored by a request)."""
+    import redis
+
+    client = redis.Redis.from_url(url + "/1")
+    memory, stats = client.info("memory"), client.info("stats")
+    pipe = client.pipeline(transaction=False)
+    sample = users[:2000]
+    for user_id, _ in sample:
+        pipe.hkeys(user_key(user_id))
+    with_row = sum(any(name.startswith(b"l:u:") for name in names) for names in pipe.execute())
+    return {"used_mb": round(memory["used_memory"] / 2**20, 1), "maxmemory_mb": round(memory["maxmemory"] / 2**20, 1),
+            "evicted_keys": stats["evicted_keys"], "keys": client.dbsize(),
+            "rows_cached_share": round(with_row / len(sample), 3) if sample else None}
 
 
 def pick_users(recs_url: str, n: int = 300) -> dict:
@@ -462,7 +487,7 @@ def markdown(result: dict) -> str:
         lines.append(f"mixed_personalized (c={m['concurrency']}, users drawn from all users, "
                      f"{m['cache_hit_share']} of them cache hits): {m['rps']:.0f} RPS = {m['rps_vs_baseline']} x "
                      f"baseline, p99 {m['p99_ms']} ms, server p50/p99 {m['server_p50_ms']}/{m['server_p99_ms']} ms, "
-                     f"{m['errors']} errors.")
+                     f"{m['errors']} errors." + _redis_line(m.get("redis_before")))
         lines.append("Misses at c=8 (server p50 / a hit's, RPS / baseline; first request: the user's first since "
                      "the refresh, their row preloaded; row not cached: the same users with nothing in Redis, "
                      "which read their row from the DB): " + ", ".join(
@@ -752,7 +777,11 @@ def main(argv=None) -> int:
                         uncache(env["RECOMMENDATIONS_REDIS_URL"], users[name])
                         record(UNCACHED[name], conc, timed_wrk(api, scripts[name], conc, seconds))
         # Mostly misses at high concurrency: users drawn at random from all users (one run).
+        # The runs before it stored many lists (each miss_* request its own): Redis's use and
+        # evictions say whether the preloaded rows were still there.
+        redis_before = redis_memory(redis_server.url, users["everyone"])
         block = timed_wrk(api, scripts[MIXED_SCENARIO], MIXED_CONCURRENCY, seconds)
+        block["redis_before"], block["redis_after"] = redis_before, redis_memory(redis_server.url, users["everyone"])
         runs.setdefault(MIXED_SCENARIO, {})[str(MIXED_CONCURRENCY)] = [block]
         print(f"bench: {MIXED_SCENARIO} c={MIXED_CONCURRENCY} rps={block['rps']} p50={block['p50_ms']} "
               f"p99={block['p99_ms']} non2xx={block['non2xx']} hits={block.get('cache_hit_share')}", flush=True)

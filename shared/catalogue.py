@@ -81,6 +81,7 @@ class Catalogue:
         self._starts = array("q", [0])
         self._summaries: list = []  # segment k's Summary, made on first use
         self._shared: dict = {}  # one object for equal values: segment keys' names, summaries' sets
+        self.lists_table = None  # the popular_lists table the segment lists were read from (its oid)
 
     @classmethod
     def of(cls, rows, generation=None, segments=()) -> "Catalogue":
@@ -101,6 +102,11 @@ class Catalogue:
             self._segment_ids.extend(ids)
             self._starts.append(len(self._segment_ids))
             self._summaries.append(None)
+
+    def share_segments(self, other: "Catalogue") -> None:
+        """Another catalogue's segment lists (the same popular_lists); their summaries are made again for this one."""
+        self._segments, self._segment_ids, self._starts = other._segments, other._segment_ids, other._starts
+        self._summaries = [None] * len(other._summaries)
 
     def segment(self, segment) -> tuple:
         """(ids, Summary) of a segment's popular list; ((), None) when it has none."""
@@ -253,14 +259,18 @@ class Catalogue:
                 for k, pos in zip(keep, positions)]
 
 
-def load_catalogue(cur, generation=None) -> Catalogue:
+def load_catalogue(cur, generation=None, previous: Catalogue | None = None) -> Catalogue:
     """Read the items table, then the popular lists' ids, in pages inside one repeatable-read
-    transaction (one consistent snapshot), so only a page of rows is ever held as Python
-    objects."""
+    transaction, so only a page of rows is ever held as Python objects. Both tables are
+    locked (ACCESS SHARE) before its snapshot is taken: a refresh swapping either in waits
+    for the load (a fraction of a second), so both are read as one refresh left them. The
+    previous catalogue's lists are kept when popular_lists is the same table (a refresh
+    swaps in a new one): the live worker reloads for every item the sync changes."""
     cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
-        cur.execute("SELECT count(*), coalesce(max(item_id), 0) FROM items")
-        count, top = cur.fetchone()
+        cur.execute("LOCK TABLE items, popular_lists IN ACCESS SHARE MODE")
+        cur.execute("SELECT count(*), coalesce(max(item_id), 0), 'popular_lists'::regclass::oid FROM items")
+        count, top, lists_table = cur.fetchone()
         cat = Catalogue(count, top, generation)
         last = -1
         while True:
@@ -270,13 +280,17 @@ def load_catalogue(cur, generation=None) -> Catalogue:
             if len(page) < PAGE_ROWS:
                 break
             last = page[-1][0]
-        cur.execute(SEGMENTS_FIRST_SQL, (PAGE_ROWS,))
-        while True:
-            page = cur.fetchall()
-            cat.add_segments((tuple(row[:4]), binary_array(row[4])) for row in page)
-            if len(page) < PAGE_ROWS:
-                break
-            cur.execute(SEGMENTS_PAGE_SQL, (*page[-1][:4], PAGE_ROWS))
+        if previous is not None and previous.lists_table == lists_table:
+            cat.share_segments(previous)
+        else:
+            cur.execute(SEGMENTS_FIRST_SQL, (PAGE_ROWS,))
+            while True:
+                page = cur.fetchall()
+                cat.add_segments((tuple(row[:4]), binary_array(row[4])) for row in page)
+                if len(page) < PAGE_ROWS:
+                    break
+                cur.execute(SEGMENTS_PAGE_SQL, (*page[-1][:4], PAGE_ROWS))
+        cat.lists_table = lists_table
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
@@ -300,7 +314,8 @@ class Snapshot:
             with self._lock:
                 cat = self.catalogue
                 if cat is None or (generation is not None and cat.generation != generation):
-                    cat = self.run(lambda cur: load_catalogue(cur, generation))
+                    previous = self.catalogue
+                    cat = self.run(lambda cur: load_catalogue(cur, generation, previous))
                     self._segments.clear()
                     self.catalogue = cat
         return cat

@@ -32,6 +32,9 @@ def test_bench_tiny_writes_valid_results(databases, tmp_path):
     preload = result["refresh"]["preload"]  # every user's row cached by the lists job (a 512 MB Redis)
     assert preload["users"] == preload["profiled"] > 0 and "stopped" not in preload, preload
     assert result["errors"] == 0
+    mixed = result["mixed_personalized"]  # and Redis as that run found it: tiny fits, every row still cached
+    assert mixed["rps"] > 0 and mixed["redis_before"]["evicted_keys"] == 0
+    assert mixed["redis_before"]["rows_cached_share"] == 1.0 and 0 < mixed["redis_before"]["used_mb"] < 512
     live = result["live"]
     assert live["freshness"]["likes"] == 20 and live["freshness"]["missing"] == 0
     assert 0 < live["freshness"]["p50_s"] <= live["freshness"]["p99_s"]

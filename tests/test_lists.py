@@ -253,6 +253,38 @@ def test_catalogue_holds_every_popular_list(lists_env, monkeypatch):
     assert list(wide.segment((2, "m", "any", "any"))[0]) == [2**40, 7]
 
 
+def test_catalogue_reload_keeps_the_lists_until_a_refresh_swaps_them(lists_env):
+    """A reload (the live worker's, after the sync changed items) keeps the segment lists it
+    has while popular_lists is the same table; after a popular refresh, which swaps in a new
+    one, it reads them again. Summaries are made again for each catalogue."""
+    from shared import catalogue
+    from workers import pipeline
+
+    recs = lists_env["RECOMMENDATIONS_DATABASE_URL"]
+    conn = psycopg2.connect(recs)
+    conn.autocommit = True
+    try:
+        def run(fn):
+            with conn.cursor() as cur:
+                return fn(cur)
+
+        snapshot = catalogue.Snapshot(run)
+        first = snapshot.current("v1")
+        segment = next(iter(first._segments))
+        first.segment(segment)
+        second = snapshot.current("v2")
+        assert second is not first and second._segment_ids is first._segment_ids
+        assert second._summaries[first._segments[segment]] is None and second.segment(segment) == first.segment(segment)
+        settings = load_settings(lists_env)
+        pipeline.refresh_popular_items(settings, Cache(redis.Redis.from_url(settings.recommendations_redis_url)))
+        third = snapshot.current("v3")
+        assert third._segment_ids is not first._segment_ids and third.lists_table != first.lists_table
+        stored = query(recs, "SELECT geo_id, gender, age_group, category, item_ids FROM popular_lists")
+        assert all(list(third.segment(tuple(row[:4]))[0]) == row[4] for row in stored) and stored
+    finally:
+        conn.close()
+
+
 def test_catalogue_rebuilds_items_for_dense_and_sparse_ids():
     rows = [(3, 10.5, "books", "ozon", None, True), (7, None, "toys", None, 213, False)]
     for offset in (0, 10**12):  # sparse ids take the dict index
