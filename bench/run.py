@@ -626,6 +626,24 @@ What the profile showed (2026-11, this 2-core machine):
   The preload itself: 300 k rows took 53 s with one script call per user; reading
   the next batch in a thread while writing the current one, and 100 users per script
   call (redis-py's argument packing was the largest cost), brought it to 24-26 s.
+- Misses, later (2026-11-27, a faster machine of the same kind: bare baseline
+  5,200-5,500 RPS). py-spy of a web worker under `mixed_personalized` with rows
+  preloaded: 22 % of the samples in PostgreSQL reads, mostly segment lists missing from
+  the 512-entry LRU, and 7 % summarising them. Every segment list's ids now sit in the
+  catalogue snapshot (one int32 array, 6.3 MB on `large`, read with the items), so the
+  popular fill-in, filtered answers and popular answers read nothing; only a computed
+  content-based or collaborative answer reads segments' scores. Throwaway interleaved
+  A/B, same data, old / new code, two rounds: `mixed_personalized` 0.42 / 0.49 -> 0.58 /
+  0.56 of the baseline (worker CPU a request 659 / 596 -> 517 / 540 us),
+  `cold_content_based` 0.32 / 0.42 -> 0.47 / 0.49, `miss_content_based` 0.52 / 0.53 ->
+  0.57 / 0.56; worker RSS 59 -> 68 MB. The worker's profile under `mixed_personalized`
+  after it: Redis calls 26 % (the lookup 19 %, the store 7 %), the answer 12 %,
+  gunicorn's and gevent's HTTP work most of the rest. Not storing filtered answers
+  (derived again from the cached row, as the stored list is) was tried: `mixed` 0.55 /
+  0.58 against 0.58 / 0.58, but `hit_personalized` 0.64 / 0.61 against 0.81 / 0.78, so
+  they are still stored. Hit ratios on this machine are lower than on the last one
+  (`hit_personalized` 0.73-0.78 of the baseline in quick runs) with the old code as
+  with the new (interleaved A/B, two rounds each).
 """
 
 
