@@ -103,13 +103,26 @@ if marks == 0 then redis.call('HDEL', KEYS[1], 'f') else redis.call('HSET', KEYS
 redis.call('HSET', KEYS[1], 'v', ARGV[1])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 """
-# Store fields (a list, the user's row) in its user's hash: ARGV[1] the TTL, then name,
-# value pairs; the hash keeps the longest TTL any of its lists or feedback needs. One
+# Store fields (a list, the user's row) in its user's hash: ARGV[1] the TTL, ARGV[2] the
+# hash's field cap, then name, value pairs; the hash keeps the longest TTL any of its lists
+# or feedback needs. Past the cap, the user's other lists are dropped (their row, version
+# and feedback stay): a client sending ever new filters for one user would otherwise grow
+# one hash for hours, and fill Redis until it evicts other users' preloaded rows. One
 # command: a pipeline of HSET and two EXPIREs costs the client more.
 STORE_USER = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[2]) then
+  local keep = {}
+  for i = 3, #ARGV, 2 do keep[ARGV[i]] = true end
+  for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(name, 1, 2) == 'l:' and string.sub(name, 1, 4) ~= 'l:u:' and not keep[name] then
+      redis.call('HDEL', KEYS[1], name)
+    end
+  end
+end
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 """
+USER_HASH_FIELDS = 64  # STORE_USER's cap: about 60 lists of a user (~1 KB each) kept at once
 # Cache users' rows ahead of their requests (workers/preload.py): KEYS the users' hashes,
 # ARGV[1] the TTL, ARGV[2] the rows' field, ARGV[2 + i] KEYS[i]'s `version|row`; rows of
 # other generations deleted, each hash's TTL only lengthened. Many users a call: packing a
@@ -520,7 +533,7 @@ class Cache:
         if row is not None:
             fields += [slot.row_field, slot.version + b"|" + row]
         if fields:
-            self._call(lambda: self._store_user(keys=[slot.key], args=[ttl_s, *fields]))
+            self._call(lambda: self._store_user(keys=[slot.key], args=[ttl_s, USER_HASH_FIELDS, *fields]))
 
     def user_versions(self, user_ids) -> list[bytes]:
         """Each user's version now (b"": none yet), in one round trip. A row read from the DB

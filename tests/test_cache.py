@@ -313,3 +313,24 @@ def test_a_users_row_is_served_only_under_its_version_and_generations(cache):
     cache.store_user(cache.lookup_user(7, 0, "g"), None, 900, row=b"row-3")
     cache.set_lists_basis(cache.generations(fresh=True))
     assert cache.lookup_user(7, 0, "g").row is None
+
+
+def test_a_users_hash_keeps_at_most_its_cap_of_lists(cache):
+    """Ever new filters for one user (each a stored list) do not grow their hash past
+    USER_HASH_FIELDS: past it the other lists go; the row, the version, the feedback and the
+    list just stored stay, and are served."""
+    from shared.cache import LIKED, USER_HASH_FIELDS, user_key
+
+    cache.record_feedback([(7, 42, LIKED)], ttl_s=600)
+    cache.store_user(cache.lookup_user(7, 213, "first"), b"[0]", 900, row=b"row-1")
+    sizes = []
+    for n in range(3 * USER_HASH_FIELDS):
+        cache.store_user(cache.lookup_user(7, 213, f"f{n}"), b"[%d]" % n, 900)
+        sizes.append(cache.client.hlen(user_key(7)))
+    assert max(sizes) <= USER_HASH_FIELDS and sizes[USER_HASH_FIELDS // 2] > USER_HASH_FIELDS // 2
+    last = cache.lookup_user(7, 213, f"f{3 * USER_HASH_FIELDS - 1}")
+    assert last.value == b"[%d]" % (3 * USER_HASH_FIELDS - 1)
+    other = cache.lookup_user(7, 0, "other")  # a miss: it reads the feedback and the row
+    assert other.feedback == {42: LIKED} and other.row == b"row-1"
+    assert cache.lookup_user(7, 213, "first").value is None  # dropped at the cap: computed again from the row
+    assert cache.client.ttl(user_key(7)) > 600
