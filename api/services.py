@@ -7,6 +7,7 @@ from api.health import Snapshot as HealthSnapshot
 from api.metrics import CountedConnection, dependency_error
 from shared.cache import Cache, make_client
 from shared.catalogue import Snapshot as CatalogueSnapshot
+from shared.deadline import green
 from shared.db import API_CONNECT_TIMEOUT_S, LazyConnection, connect_main, connect_recs
 from shared.settings import Settings
 from shared.store import SqlSource, prepare
@@ -31,11 +32,14 @@ class Services:
 
     @cached_property
     def cache(self) -> Cache:
-        return Cache(make_client(self.settings.recommendations_redis_url, timeout_s=REDIS_TIMEOUT_S,
-                                 max_connections=REDIS_POOL_SIZE,
-                                 pool_wait_s=self.settings.request_timeout_ms / 1000),
-                     generation_check_s=self.settings.generation_check_ms / 1000,
-                     on_error=dependency_error("redis"))
+        cache = Cache(make_client(self.settings.recommendations_redis_url, timeout_s=REDIS_TIMEOUT_S,
+                                  max_connections=REDIS_POOL_SIZE,
+                                  pool_wait_s=self.settings.request_timeout_ms / 1000),
+                      generation_check_s=self.settings.generation_check_ms / 1000,
+                      on_error=dependency_error("redis"))
+        if green():  # a miss's store leaves after its response, with other requests' (shared.writebehind)
+            cache.send_behind()
+        return cache
 
     @cached_property
     def recs_db(self) -> CountedConnection:

@@ -378,6 +378,22 @@ class Cache:
         self._invalidate_user = client.register_script(INVALIDATE_USER)
         self._preload_rows = client.register_script(PRELOAD_ROWS)
         self._user_versions = client.register_script(USER_VERSIONS)
+        # Where stores go: None sends each at once; the API under gevent sets a
+        # shared.writebehind.WriteBehind, which sends them after the request, many at a time.
+        self.writer = None
+
+    def send_behind(self) -> None:
+        """Send stores after the request, many in one round trip (shared.writebehind; gevent only)."""
+        from shared.writebehind import WriteBehind
+
+        self.writer = WriteBehind(self.client, self._call)
+
+    def _write(self, command) -> None:
+        """command(client) sends a store: now, or queued on the writer."""
+        if self.writer is not None:
+            self.writer.write(command)
+        else:
+            self._call(lambda: command(self.client))
 
     def _call(self, fn):
         if time.monotonic() - self._failed_at < self._breaker_s:
@@ -533,7 +549,8 @@ class Cache:
         if row is not None:
             fields += [slot.row_field, slot.version + b"|" + row]
         if fields:
-            self._call(lambda: self._store_user(keys=[slot.key], args=[ttl_s, USER_HASH_FIELDS, *fields]))
+            key, args = [slot.key], [ttl_s, USER_HASH_FIELDS, *fields]
+            self._write(lambda client: self._store_user(keys=key, args=args, client=client))
 
     def user_versions(self, user_ids) -> list[bytes]:
         """Each user's version now (b"": none yet), in one round trip. A row read from the DB
@@ -661,7 +678,7 @@ class Cache:
     def store_miss(self, key: str, value: bytes, ttl_s: int) -> None:
         """Cache a computed list (one SET: a pipeline costs the client more than the command)."""
         self._misses += 1
-        self.set(key, value, ttl_s)
+        self._write(lambda client: client.set(key, value, ex=ttl_s))
 
     def set_lists_basis(self, gens: dict) -> None:
         """Record the generations the user_lists just swapped in were built from."""
