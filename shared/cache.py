@@ -317,14 +317,29 @@ def decode_user_row(user_id: int, raw: bytes) -> UserRow:
     return UserRow(profile, plist)
 
 
+# A cached list: LIST_FORMAT, this header (the JSON part's length, the ids' array typecode),
+# the JSON part ([sections, algorithm]), then the ids packed (4 bytes an id, little-endian):
+# about 0.85 KB for 200 ids, against 1.4 KB as JSON. Redis holds many of them (every
+# filtered miss stores one): at its maxmemory, a smaller list leaves users' rows in place.
+LIST_FORMAT = b"\x01"
+_LIST_HEAD = struct.Struct("<Ic")
+
+
 def encode_list(ids: list, sections: list, algorithm: str) -> bytes:
     """A served list as cached: its ids, its sections [(algorithm, first index)] and the primary algorithm."""
-    return orjson.dumps({"i": ids, "s": sections, "a": algorithm})
+    packed = _ids(ids)
+    head = orjson.dumps([sections, algorithm])
+    return LIST_FORMAT + _LIST_HEAD.pack(len(head), packed.typecode.encode()) + head + packed.tobytes()
 
 
 def decode_list(raw: bytes) -> tuple[list, list, str]:
-    data = orjson.loads(raw)
-    return data["i"], [tuple(s) for s in data["s"]], data["a"]
+    if raw[:1] != LIST_FORMAT:  # a list cached as JSON by an earlier version, until its TTL ends
+        data = orjson.loads(raw)
+        return data["i"], [tuple(s) for s in data["s"]], data["a"]
+    n_head, code = _LIST_HEAD.unpack_from(raw, 1)
+    at = 1 + _LIST_HEAD.size
+    sections, algorithm = orjson.loads(raw[at:at + n_head])
+    return _unids(code[0], raw[at + n_head:]).tolist(), [tuple(s) for s in sections], algorithm
 
 
 def live_exclusions(feedback: dict) -> tuple[frozenset, frozenset]:

@@ -203,7 +203,8 @@ class Catalogue:
                 out = [k for k in range(len(ids)) if ids[k] not in skip] if skip else list(range(len(ids)))
                 del out[room:]
                 return out
-        positions = self._positions(ids)
+        # In stock means in the catalogue: with ids as positions, each is one already.
+        positions = ids if stocked and self._index is None else self._positions(ids)
         if 4 * room >= len(ids):  # most ids are looked at: one comprehension per check beats one loop
             # Stock and price (NaN, no price, fails any price filter) in one pass: the usual checks.
             if priced:

@@ -138,10 +138,6 @@ class Ranked:
         self._seen: set[int] = set()
 
     @property
-    def listed(self) -> frozenset:
-        return frozenset(self._seen)
-
-    @property
     def full(self) -> bool:
         return len(self.ids) >= self.size
 
@@ -222,8 +218,10 @@ def add_popular(ranked: Ranked, source: Source, segment: tuple, read: dict | Non
             ranked.extend_checked(POPULAR, rows[0])
             if ranked.full or len(rows[0]) < ranked.size:
                 continue
-        room = ranked.size - len(ranked.ids)
-        ranked.extend_checked(POPULAR, popular_ids(source, seg, ranked.filters, room, ranked.exclude | ranked.listed))
+        # The ids left to add are among the segment's first `size` that pass (at most len(ids)
+        # of those are listed already): extend_checked drops the listed ones, cheaper than a
+        # set of excluded and listed ids made for each segment to skip them.
+        ranked.extend_checked(POPULAR, popular_ids(source, seg, ranked.filters, ranked.size, ranked.exclude))
 
 
 def _normalised(pairs) -> dict:
