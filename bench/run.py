@@ -644,6 +644,25 @@ What the profile showed (2026-11, this 2-core machine):
   they are still stored. Hit ratios on this machine are lower than on the last one
   (`hit_personalized` 0.73-0.78 of the baseline in quick runs) with the old code as
   with the new (interleaved A/B, two rounds each).
+- Misses, later still (2026-11-27, bare baseline 4,700-5,400 RPS). Timed in-process
+  over `mixed_personalized`'s requests, a miss spent ~160 us in the lookup and ~125 us
+  in the store (wall time, each one round trip on this VM's ~76 us loopback), and
+  the answer ~130 us when filtered. A throwaway build that stored nothing ran
+  `miss_content_based` at 0.65 of the baseline against 0.54: the store, not its
+  answer, was the largest cost a miss adds to a hit. Redis's own time per store was
+  19.5 us (the script), against 6.8 us for the lookup's HMGET. The stores now leave
+  after the response, several in one pipeline (`shared/writebehind.py`: 2.4-6 stores a
+  round trip under load), and the pipeline skips redis-py's SCRIPT EXISTS round trip
+  that every pipeline with a script otherwise makes. In the filtered answer, `min()`
+  and `max()` over a segment's ids (checking they are array positions) took 15 % and
+  a set of excluded and listed ids made for each fill-in segment 7 %: a stocked
+  segment's ids are positions already, and listed ids are dropped after the filter.
+  Cached lists now pack their ids (861 bytes for 200 ids against 1,469 as JSON): the
+  bench's miss runs had filled the 512 MB Redis and evicted 24,352 keys before
+  `mixed_personalized`. Interleaved A/B, three rounds, main / new: misses 0.57 /
+  0.56 / 0.55 -> 0.66 / 0.60 / 0.60 (popular / content-based / collaborative),
+  `mixed_personalized` 0.58 -> 0.64. Batching access-log writes was not tried: a
+  write(2) of a line costs 0.4 us here.
 """
 
 

@@ -462,3 +462,46 @@ def test_the_precompute_forks_its_pool_inside_a_celery_prefork_child():
 
     with billiard.Pool(1) as pool:
         assert pool.apply(_chunks_in_a_celery_child, (0,)) == [str(u) for u in range(1, 11)]
+
+
+_STOPPED_EARLY = """
+import signal, sys
+signal.signal(signal.SIGTERM, lambda *_: None)  # as a test runner or server may have, inherited by a fork
+sys.path.insert(0, ".")
+import time
+from tests.test_lists import _EmptySource
+from workers import lists
+
+
+class Slow(_EmptySource):
+    def profile(self, user_id):  # the pool's processes are still busy when the caller stops
+        time.sleep(0.2)
+        return super().profile(user_id)
+
+
+lists.CHUNK_USERS = 2
+chunks = lists.list_chunks(Slow(), list(range(1, 41)), 5, 2)
+first = next(chunks).getvalue().splitlines()
+chunks.close()  # the caller stops early: Pool.terminate, which signals the pool's processes
+print(first[0].split(",")[0])
+"""
+
+
+def test_the_precompute_pool_ends_when_its_caller_stops_early_whatever_sigterm_handler_it_inherits():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.Popen([sys.executable, "-c", _STOPPED_EARLY], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the stuck pool processes too
+        proc.communicate()
+        pytest.fail("the pool's processes outlived Pool.terminate: its join waited for them")
+    assert proc.returncode == 0, err
+    assert out.strip() == "1"

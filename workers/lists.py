@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import signal
 from contextlib import contextmanager
 
 import numpy as np
@@ -58,11 +59,26 @@ def list_chunks(source, user_ids: list[int], size: int, processes: int = 2):
             for part in parts:
                 yield io.StringIO(_chunk(part))
             return
-        with _may_fork(), multiprocessing.get_context("fork").Pool(processes) as pool:
-            for text in pool.imap(_chunk, parts):
-                yield io.StringIO(text)
+        with _may_fork():
+            pool = multiprocessing.get_context("fork").Pool(processes, initializer=_default_sigterm)
+            try:
+                for text in pool.imap(_chunk, parts):
+                    yield io.StringIO(text)
+                pool.close()  # done: each process ends on its own
+            except BaseException:  # the caller stopped early or failed: end them now
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
     finally:
         _STATE = None
+
+
+def _default_sigterm() -> None:
+    """A pool process dies on SIGTERM (Pool.terminate). A handler inherited from the forking
+    process (a test runner's, a server's) would let it live on, blocked on the task
+    queue's lock, and the pool's join would wait for it forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager
