@@ -1,9 +1,10 @@
 """Cache stores sent after the request that made them, many in one Redis round trip.
 
 A miss stores its list (and the user's row, when it read it) for the next page. Sent by
-the request itself, each store is one more round trip, and on the web worker's CPU a
-round trip costs about as much as the request's own work: two syscalls and two
-greenlet switches for a few hundred bytes. Under gevent the API queues the store
+the request itself, each store is one more round trip: a script call packed, sent and
+its reply read, the greenlet switched out and back (on `large`, a build storing nothing
+ran `miss_content_based` at 0.65 of the bare baseline against 0.54; BENCHMARKS.md).
+Under gevent the API queues the store
 instead (Cache.writer); one greenlet sends what is queued as one pipeline, then what
 queued while it waited, and so on. Under load one round trip carries every store of a
 loop turn; at rest a store leaves in the loop turn that sends the response, before the
@@ -16,12 +17,8 @@ carries the user's version it was computed under: see shared.cache.Cache.store_u
 """
 from __future__ import annotations
 
-import logging
-
 import gevent
 from redis.exceptions import NoScriptError
-
-log = logging.getLogger("recs.cache")
 
 # Stores waiting while one round trip is in flight: ~1-2 KB each. Past it, new ones are
 # dropped: a Redis that is slow to answer gets no more than this from one worker.
@@ -29,8 +26,8 @@ QUEUE_LIMIT = 2000
 
 
 class WriteBehind:
-    """write(command): command(client_or_pipeline) queues its Redis commands; send_all is
-    the cache's call wrapper (its breaker and error counting)."""
+    """write(command): command(client_or_pipeline) sends or queues its Redis commands;
+    call is the cache's wrapper around a Redis call (its breaker and error counting)."""
 
     def __init__(self, client, call, limit: int = QUEUE_LIMIT):
         self.client = client
