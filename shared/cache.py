@@ -691,7 +691,7 @@ class Cache:
         self._call(lambda: self.client.set(key, value, ex=ttl_s))
 
     def store_miss(self, key: str, value: bytes, ttl_s: int) -> None:
-        """Cache a computed list (one SET: a pipeline costs the client more than the command)."""
+        """Cache a computed list (one SET, sent now or after the request: Cache._write)."""
         self._misses += 1
         self._write(lambda client: client.set(key, value, ex=ttl_s))
 

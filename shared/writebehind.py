@@ -4,11 +4,10 @@ A miss stores its list (and the user's row, when it read it) for the next page. 
 the request itself, each store is one more round trip: a script call packed, sent and
 its reply read, the greenlet switched out and back (on `large`, a build storing nothing
 ran `miss_content_based` at 0.65 of the bare baseline against 0.54; BENCHMARKS.md).
-Under gevent the API queues the store
-instead (Cache.writer); one greenlet sends what is queued as one pipeline, then what
-queued while it waited, and so on. Under load one round trip carries every store of a
-loop turn; at rest a store leaves in the loop turn that sends the response, before the
-client can send its next request.
+Under gevent the API queues the store instead (Cache.writer); one greenlet sends what
+is queued as one pipeline, then what queued while it waited, and so on. Under load one
+round trip carries every store of a loop turn; at rest a store leaves in the loop turn
+that sends the response, before the client can send its next request.
 
 A store stays best effort, as it was: lost if Redis is down (the cache's breaker), if
 QUEUE_LIMIT stores already wait (a stalled Redis), or if the worker stops first. The
