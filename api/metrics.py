@@ -38,6 +38,10 @@ DEPENDENCY_ERRORS = Counter("recs_dependency_errors_total",
                             "Failed calls to a dependency (timeouts, refused connections, calls the breaker refused)",
                             ["dependency"])
 
+STORES_DROPPED = Counter("recs_cache_stores_dropped_total",
+                         "Cache stores a web worker dropped unsent: its queue of stores waiting for Redis was full "
+                         "(shared.writebehind)")
+
 RECOMMENDATION_PATHS = frozenset({"/popular", "/personalized"})
 # Every other label value is a fixed path too, so the label set stays bounded
 # whatever paths clients send.

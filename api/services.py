@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from api.health import Snapshot as HealthSnapshot
-from api.metrics import CountedConnection, dependency_error
+from api.metrics import STORES_DROPPED, CountedConnection, dependency_error
 from shared.cache import Cache, make_client
 from shared.catalogue import Snapshot as CatalogueSnapshot
 from shared.deadline import green
@@ -38,7 +38,7 @@ class Services:
                       generation_check_s=self.settings.generation_check_ms / 1000,
                       on_error=dependency_error("redis"))
         if green():  # a miss's store leaves after its response, with other requests' (shared.writebehind)
-            cache.send_behind()
+            cache.send_behind(on_drop=STORES_DROPPED.inc)
         return cache
 
     @cached_property

@@ -397,11 +397,12 @@ class Cache:
         # shared.writebehind.WriteBehind, which sends them after the request, many at a time.
         self.writer = None
 
-    def send_behind(self) -> None:
-        """Send stores after the request, many in one round trip (shared.writebehind; gevent only)."""
+    def send_behind(self, on_drop=None) -> None:
+        """Send stores after the request, many in one round trip (shared.writebehind; gevent only).
+        on_drop() is called for each store dropped unsent (the API counts them in /metrics)."""
         from shared.writebehind import WriteBehind
 
-        self.writer = WriteBehind(self.client, self._call)
+        self.writer = WriteBehind(self.client, self._call, on_drop=on_drop)
 
     def _write(self, command) -> None:
         """command(client) sends a store: now, or queued on the writer."""

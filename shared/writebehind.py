@@ -28,10 +28,11 @@ class WriteBehind:
     """write(command): command(client_or_pipeline) sends or queues its Redis commands;
     call is the cache's wrapper around a Redis call (its breaker and error counting)."""
 
-    def __init__(self, client, call, limit: int = QUEUE_LIMIT):
+    def __init__(self, client, call, limit: int = QUEUE_LIMIT, on_drop=None):
         self.client = client
         self.call = call
         self.limit = limit
+        self.on_drop = on_drop  # called for each store dropped because the queue was full
         self.dropped = 0  # stores not sent because QUEUE_LIMIT were waiting
         self.round_trips = 0
         self._queue: list = []
@@ -40,6 +41,8 @@ class WriteBehind:
     def write(self, command) -> None:
         if len(self._queue) >= self.limit:
             self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop()
             return
         self._queue.append(command)
         if not self._draining:

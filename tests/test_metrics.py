@@ -58,6 +58,8 @@ def test_counts_requests_by_endpoint_status_algorithm_and_hit(tiny_env):
     # An unknown path is counted without becoming a label value of its own.
     assert delta(name, endpoint="other", status="404") >= 1
     assert not any("/no/such" in str(s.labels) for s in samples(after))
+    # Listed from the start (0 until a web worker's queue of stores for Redis overflows).
+    assert any(s.name == "recs_cache_stores_dropped_total" for s in samples(after))
     assert delta("recs_http_request_duration_seconds_count", endpoint="/popular", cache_hit="true") == 2
 
 

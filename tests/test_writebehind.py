@@ -76,10 +76,11 @@ def test_a_batch_after_redis_lost_its_scripts_is_sent_again_with_them_loaded(red
 
 def test_a_full_queue_drops_new_stores_never_blocks_the_request(redis_url):
     cache = Cache(make_client(redis_url))
-    cache.writer = WriteBehind(cache.client, cache._call, limit=2)
+    drops = []
+    cache.writer = WriteBehind(cache.client, cache._call, limit=2, on_drop=lambda: drops.append(1))
     for n in range(3):
         cache.store_miss(f"recs:pop:0:q{n}", b"[1]", 900)
-    assert cache.writer.dropped == 1
+    assert cache.writer.dropped == 1 and drops == [1]  # the API counts it in /metrics
     settle(cache)
     assert [cache.client.exists(f"recs:pop:0:q{n}") for n in range(3)] == [1, 1, 0]
 
