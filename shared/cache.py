@@ -688,9 +688,6 @@ class Cache:
     def get(self, key: str) -> bytes | None:
         return self._call(lambda: self.client.get(key))
 
-    def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        self._call(lambda: self.client.set(key, value, ex=ttl_s))
-
     def store_miss(self, key: str, value: bytes, ttl_s: int) -> None:
         """Cache a computed list (one SET, sent now or after the request: Cache._write)."""
         self._misses += 1

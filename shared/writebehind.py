@@ -19,6 +19,8 @@ from __future__ import annotations
 import gevent
 from redis.exceptions import NoScriptError
 
+from shared.cache import CacheUnavailable
+
 # Stores waiting while one round trip is in flight: ~1-2 KB each. Past it, new ones are
 # dropped: a Redis that is slow to answer gets no more than this from one worker.
 QUEUE_LIMIT = 2000
@@ -50,8 +52,6 @@ class WriteBehind:
             gevent.spawn(self._drain)
 
     def _drain(self) -> None:
-        from shared.cache import CacheUnavailable
-
         try:
             while self._queue:
                 batch, self._queue = self._queue, []

@@ -53,7 +53,7 @@ def test_cache_past_the_memory_cap_evicts_cache_keys_only(tiny_env):
         cache = Cache(cache_client)
         served = client.post("/popular", json={"user_params": {"gender": "f"}}).get_json()
         for i in range(400):  # ~20 MB of cache entries into an 8 MB server
-            cache.set(f"recs:pop:filler:{i}", b"x" * 50_000, 3600)
+            cache.store_miss(f"recs:pop:filler:{i}", b"x" * 50_000, 3600)
         info = cache_client.info()
         assert info["evicted_keys"] > 0 and info["used_memory"] <= 9 * 1024 * 1024
         # The broker's queue (no TTL) is intact; serving still works, from cache or DB.
