@@ -415,14 +415,38 @@ def request_mixes(users: dict, seed_value: int = 7) -> dict:
     } | {name: personal(name, True) for name in COLD_SCENARIOS if users.get(name)}  # none on tiny: too few users
 
 
-def uncache(redis_url: str, users: list) -> None:
-    """Delete these users' hashes in the bench's own Redis: their next request reads their row from the DB."""
+def uncache(redis_url: str, users: list) -> list:
+    """Delete these users' hashes in the bench's own Redis: their next request reads their row
+    from the DB. Returns what was deleted (each hash's DUMP and TTL), for recache()."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    ids = [user_id for user_id, _ in users]
-    for start in range(0, len(ids), 1000):
-        client.delete(*[user_key(u) for u in ids[start:start + 1000]])
+    keys = [user_key(user_id) for user_id, _ in users]
+    saved = []
+    for start in range(0, len(keys), 1000):
+        part = keys[start:start + 1000]
+        pipe = client.pipeline(transaction=False)
+        for key in part:
+            pipe.dump(key)
+            pipe.pttl(key)
+        replies = pipe.execute()
+        saved += [(key, dumped, ttl) for key, dumped, ttl in zip(part, replies[::2], replies[1::2]) if dumped]
+        client.delete(*part)
+    return saved
+
+
+def recache(redis_url: str, saved: list) -> None:
+    """Put back the hashes uncache() deleted, as they were (what the uncached run stored in
+    them meanwhile is replaced): the scenarios after it find the cache a refresh left,
+    not 60,000 users without their rows."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    for start in range(0, len(saved), 1000):
+        pipe = client.pipeline(transaction=False)
+        for key, dumped, ttl in saved[start:start + 1000]:
+            pipe.restore(key, max(ttl, 1), dumped, replace=True)
+        pipe.execute()
 
 
 def warm(url: str, requests: list) -> None:
@@ -523,7 +547,7 @@ carries a never-repeating `price_from`, so it misses; the lists job caches every
 user's row, profile and precomputed list, in Redis ahead of requests, so the `miss_*`
 runs measure misses answered from it; in `cold_*` every request is another user's
 first since the refresh, and `uncached_*` runs the same users again with their hashes
-deleted, so each request reads the user's row from the DB, as when the preload's
+deleted (put back as they were after it), so each request reads the user's row from the DB, as when the preload's
 memory budget did not reach them or right after an event). Request mixes cover many
 segments, users from each interaction bucket, filters and pages. That tiny
 `price_from` holds every price, so a personal miss without other filters is answered
@@ -811,8 +835,9 @@ def main(argv=None) -> int:
                              else timed_wrk(target, scripts[name], conc, seconds))
                     record(name, conc, block)
                     if name in UNCACHED:  # the same users, their rows (and all they had cached) dropped
-                        uncache(env["RECOMMENDATIONS_REDIS_URL"], users[name])
+                        saved = uncache(env["RECOMMENDATIONS_REDIS_URL"], users[name])
                         record(UNCACHED[name], conc, timed_wrk(api, scripts[name], conc, seconds))
+                        recache(env["RECOMMENDATIONS_REDIS_URL"], saved)
         # Mostly misses at high concurrency: users drawn at random from all users (one run).
         # The runs before it stored many lists (each miss_* request its own): Redis's use and
         # evictions say whether the preloaded rows were still there.

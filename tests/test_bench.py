@@ -72,3 +72,34 @@ def test_plans_times_custom_and_generic(tiny_env):
     figures = _tool("bench.plans", tiny_env, "--rounds", "2")
     assert set(figures) == {"force_custom_plan", "force_generic_plan"}
     assert all(us > 0 for us in figures.values())
+
+
+def test_uncached_runs_put_back_the_hashes_they_deleted(redis_server):
+    """The uncached_* scenarios delete their users' hashes; the scenarios after them must find
+    those hashes as the refresh left them (rows, stored lists, TTLs), not gone."""
+    import redis
+
+    from bench.run import recache, uncache
+    from shared.cache import user_key
+
+    url = f"{redis_server.url}/12"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.hset(user_key(1), mapping={"v": "a", "l:u:x": b"a|row-1"})
+    client.expire(user_key(1), 500)
+    client.hset(user_key(2), mapping={"v": "b", "l:u:x": b"b|row-2", "l:g:213:": b"b|list"})
+    client.expire(user_key(2), 900)
+    client.hset(user_key(4), "v", "d")  # not in the scenario: untouched
+    client.expire(user_key(4), 300)
+    before = {u: client.hgetall(user_key(u)) for u in (1, 2)}
+
+    saved = uncache(url, [(1, 213), (2, None), (3, 213)])  # user 3 has no hash
+    assert client.exists(user_key(1), user_key(2)) == 0 and client.exists(user_key(4)) == 1
+    assert len(saved) == 2
+    client.hset(user_key(1), mapping={"v": "a", "l:u:x": b"a|stored-by-the-run"})  # what the run stores
+    recache(url, saved)
+
+    assert {u: client.hgetall(user_key(u)) for u in (1, 2)} == before
+    assert 400 < client.ttl(user_key(1)) <= 500 and 800 < client.ttl(user_key(2)) <= 900
+    assert client.exists(user_key(3)) == 0
+    client.flushdb()
