@@ -243,6 +243,15 @@ def _row_tag(profiles: str, lists: str | None) -> str:
     return hashlib.blake2b(f"{profiles}:{lists}".encode(), digest_size=8).hexdigest()
 
 
+def stored_answer(field: bytes) -> bool:
+    """Whether a field of a user's hash is a stored /personalized answer (user_list_field),
+    not their row, version or feedback."""
+    return field.startswith(b"l:") and not field.startswith(ROW_FIELD_PREFIX)
+
+
+ROW_FIELD_PREFIX = b"l:u:"
+
+
 def user_row_field(gens: dict) -> str:
     """The user's row (encode_user_row) read from user_profiles and user_lists: it changes with
     the profiles and with the lists swapped in (and the live sync, which sets a new version).
