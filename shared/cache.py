@@ -233,6 +233,11 @@ def lists_current(gens: dict | None) -> bool:
     return gens is not None and gens.get("lists") == basis(gens)
 
 
+# A user's hash: their stored answers' and their row's field prefixes (the row's starts with
+# the answers': the Lua scripts above tell them apart the same way, with string.sub).
+LIST_FIELD_PREFIX, ROW_FIELD_PREFIX = b"l:", b"l:u:"
+
+
 def user_list_field(gens: dict, geo_id: int, filters_key: str) -> str:
     # No lists generation: an answer from a precomputed list equals the computed one.
     return f"l:{basis(gens)}:{geo_id}:{filters_key}"
@@ -243,21 +248,18 @@ def _row_tag(profiles: str, lists: str | None) -> str:
     return hashlib.blake2b(f"{profiles}:{lists}".encode(), digest_size=8).hexdigest()
 
 
-def stored_answer(field: bytes) -> bool:
-    """Whether a field of a user's hash is a stored /personalized answer (user_list_field),
-    not their row, version or feedback."""
-    return field.startswith(b"l:") and not field.startswith(ROW_FIELD_PREFIX)
-
-
-ROW_FIELD_PREFIX = b"l:u:"
-
-
 def user_row_field(gens: dict) -> str:
     """The user's row (encode_user_row) read from user_profiles and user_lists: it changes with
     the profiles and with the lists swapped in (and the live sync, which sets a new version).
     Named by a 16-character digest of those generations, not the 80 characters they take:
     the preload puts one in every user's hash (workers/preload.py)."""
-    return f"l:u:{_row_tag(gens['profiles'], gens.get('lists'))}"
+    return f"{ROW_FIELD_PREFIX.decode()}{_row_tag(gens['profiles'], gens.get('lists'))}"
+
+
+def stored_answer(field: bytes) -> bool:
+    """Whether a field of a user's hash is a stored /personalized answer (user_list_field),
+    not their row (user_row_field), version or feedback."""
+    return field.startswith(LIST_FIELD_PREFIX) and not field.startswith(ROW_FIELD_PREFIX)
 
 
 class UserSlot(NamedTuple):

@@ -349,3 +349,14 @@ def test_a_users_hash_keeps_at_most_its_cap_of_lists(cache):
     assert other.feedback == {42: LIKED} and other.row == b"row-1"
     assert cache.lookup_user(7, 213, "first").value is None  # dropped at the cap: computed again from the row
     assert cache.client.ttl(user_key(7)) > 600
+
+
+def test_stored_answer_tells_a_users_answers_from_their_row_version_and_feedback():
+    from shared.cache import FEEDBACK_FLAG, MARK_PREFIX, VERSION_FIELD, stored_answer, user_list_field, user_row_field
+
+    gens = {"popular": "3", "profiles": "4", "similarities": "5", "lists": "3.4.5"}
+    assert stored_answer(user_list_field(gens, 213, "p=0-1000").encode())
+    assert stored_answer(user_list_field(gens, 0, "").encode())
+    assert not stored_answer(user_row_field(gens).encode())
+    assert not stored_answer(VERSION_FIELD) and not stored_answer(FEEDBACK_FLAG)
+    assert not stored_answer(MARK_PREFIX + b"42")
