@@ -44,6 +44,8 @@ MISS_SCENARIOS = ("miss_popular", "miss_content_based", "miss_collaborative")
 # /personalized for users drawn uniformly from all users, with the filters and pages of
 # the other mixes: mostly misses, the way a refresh or an event leaves the cache.
 MIXED_SCENARIO, MIXED_CONCURRENCY, MIXED_USERS = "mixed_personalized", 32, 20000
+# The bare baseline's runs interleaved with mixed_personalized's, its ratio's denominator.
+MIXED_BASELINE = "baseline_mixed"
 # Personal misses by users on their first request since the refresh (their row preloaded
 # by the lists job: workers/preload.py): every request a different user, at c=8 only.
 # Each wrk thread walks its own half of COLD_USERS users, so no user comes twice in a 10 s
@@ -297,23 +299,21 @@ def miss_figures(at8: dict, at1: dict | None = None) -> dict:
         }
     for algorithm in ("content_based", "collaborative"):
         for kind, label in (("cold", "first request"), ("uncached", "first request, row not cached")):
-            block, hit_p50 = at8.get(f"{kind}_{algorithm}"), at8["hit_personalized"].get("server_p50_ms")
+            block = at8.get(f"{kind}_{algorithm}")
             if block is not None:
-                out[f"{algorithm}, {label}"] = {
-                    "server_p50_vs_hit": round(block["server_p50_ms"] / hit_p50, 2)
-                    if hit_p50 and "server_p50_ms" in block else None,
-                    "rps_vs_baseline": round(block["rps"] / at8["baseline"]["rps"], 3),
-                }
+                out[f"{algorithm}, {label}"] = {"server_p50_vs_hit": _p50_ratio(block, at8["hit_personalized"]),
+                                                "rps_vs_baseline": round(block["rps"] / at8["baseline"]["rps"], 3)}
     return out
 
 
 def mixed_figures(grid: dict) -> dict:
     block = grid[MIXED_SCENARIO][str(MIXED_CONCURRENCY)]
-    base = grid["baseline"][str(MIXED_CONCURRENCY)]
+    base = grid[MIXED_BASELINE][str(MIXED_CONCURRENCY)]
     return {"concurrency": MIXED_CONCURRENCY, "rps": block["rps"], "rps_vs_baseline": round(block["rps"] / base["rps"], 3),
             "p50_ms": block["p50_ms"], "p99_ms": block["p99_ms"], "server_p50_ms": block.get("server_p50_ms"),
             "server_p99_ms": block.get("server_p99_ms"), "cache_hit_share": block.get("cache_hit_share"),
-            "errors": block["non2xx"] + block["socket_errors"], "rps_runs": block["rps_runs"]}
+            "errors": block["non2xx"] + block["socket_errors"], "rps_runs": block["rps_runs"],
+            "baseline_rps": base["rps"], "baseline_rps_runs": base["rps_runs"]}
 
 
 def _redis_line(r: dict | None) -> str:
@@ -424,7 +424,8 @@ def request_mixes(users: dict, seed_value: int = 7) -> dict:
 
 def uncache(redis_url: str, users: list) -> list:
     """Delete these users' hashes in the bench's own Redis: their next request reads their row
-    from the DB. Returns what was deleted (each hash's DUMP and TTL), for recache()."""
+    from the DB. Returns what was deleted (each hash's DUMP and its expiry: a Unix time in ms,
+    0 for none), for recache()."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
@@ -437,23 +438,26 @@ def uncache(redis_url: str, users: list) -> list:
             pipe.dump(key)
             pipe.pttl(key)
         replies = pipe.execute()
-        saved += [(key, dumped, ttl) for key, dumped, ttl in zip(part, replies[::2], replies[1::2]) if dumped]
+        now_ms = int(time.time() * 1000)
+        saved += [(key, dumped, 0 if ttl == -1 else now_ms + ttl)
+                  for key, dumped, ttl in zip(part, replies[::2], replies[1::2]) if dumped and ttl != -2]
         client.delete(*part)
     return saved
 
 
 def recache(redis_url: str, saved: list) -> None:
-    """Put back the hashes uncache() deleted, as they were (what the uncached run stored in
-    them meanwhile is replaced): the scenarios after it find the cache a refresh left,
-    not 60,000 users without their rows."""
+    """Put back the hashes uncache() deleted, as they were, with the expiry they had (what
+    the uncached run stored in them meanwhile is replaced): the scenarios after it find the
+    cache a refresh left, not 60,000 users without their rows. A hash whose expiry passed
+    meanwhile is not put back."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
     for start in range(0, len(saved), 1000):
         pipe = client.pipeline(transaction=False)
-        for key, dumped, ttl in saved[start:start + 1000]:
-            pipe.restore(key, max(ttl, 1), dumped, replace=True)
-        pipe.execute()
+        for key, dumped, expire_at_ms in saved[start:start + 1000]:
+            pipe.restore(key, expire_at_ms, dumped, replace=True, absttl=True)
+        pipe.execute()  # an expiry already past: Redis answers OK and deletes the key
 
 
 def forget_answers(redis_url: str, users: list) -> None:
@@ -536,18 +540,22 @@ def markdown(result: dict) -> str:
                          + (f"; stopped: {p['stopped']}" if p.get("stopped") else "") + ".")
     if "mixed_personalized" in result:
         m = result["mixed_personalized"]
+        runs = m.get("rps_runs", [])
+        against = (f"median of runs {', '.join(f'{r:.0f}' for r in runs)}, against the interleaved baseline's "
+                   f"{', '.join(f'{r:.0f}' for r in m.get('baseline_rps_runs', []))}" if len(runs) > 1 else "")
         lines.append(f"mixed_personalized (c={m['concurrency']}, users drawn from all users, "
-                     f"{m['cache_hit_share']} of them cache hits): {m['rps']:.0f} RPS (median of runs "
-                     f"{', '.join(f'{r:.0f}' for r in m.get('rps_runs', []))}) = {m['rps_vs_baseline']} x "
+                     f"{m['cache_hit_share']} of them cache hits): {m['rps']:.0f} RPS"
+                     + (f" ({against})" if against else "") + f" = {m['rps_vs_baseline']} x "
                      f"baseline, p99 {m['p99_ms']} ms, server p50/p99 {m['server_p50_ms']}/{m['server_p99_ms']} ms, "
                      f"{m['errors']} errors." + _redis_line(m.get("redis_before")))
+        at1 = [f"{name} {v['server_p50_vs_hit_c1']}" for name, v in result["miss_vs_hit"].items()
+               if v.get("server_p50_vs_hit_c1") is not None]
         lines.append("Misses at c=8 (server p50 / a hit's, RPS / baseline; first request: the user's first since "
                      "the refresh, their row preloaded; row not cached: the same users with nothing in Redis, "
                      "which read their row from the DB): " + ", ".join(
             f"{name} {v['server_p50_vs_hit']} / {v['rps_vs_baseline']}" for name, v in result["miss_vs_hit"].items())
-            + ". Server p50 / a hit's at c=1, where it is the request's own work: " + ", ".join(
-            f"{name} {v['server_p50_vs_hit_c1']}" for name, v in result["miss_vs_hit"].items()
-            if v.get("server_p50_vs_hit_c1") is not None) + ".")
+            + "." + (" Server p50 / a hit's at c=1, where it is mostly the request's own work: " + ", ".join(at1) + "."
+                     if at1 else ""))
         db = result["recs_db"]
         lines.append(f"Recommendations DB: {db['total_mb']} MB, {db['without_lists_mb']} MB without the "
                      f"precomputed lists (user_lists {db['tables_mb'].get('user_lists')} MB, popular_lists "
@@ -584,11 +592,13 @@ segments, users from each interaction bucket, filters and pages. That tiny
 `price_from` holds every price, so a personal miss without other filters is answered
 from the user's precomputed list when its geo matches, and one with a price range or
 category filter from that list filtered in memory (then popular fill-in); the others
-are computed in memory. `mixed_personalized` (concurrency 32, three runs interleaved with the
-baseline's, each after the users' stored answers were dropped, their rows kept) draws `/personalized` users
+are computed in memory. `mixed_personalized` (concurrency 32; three runs, each after the
+users' stored answers were dropped, their rows kept, and its ratio against the three bare
+baseline runs interleaved with them, `baseline_mixed`) draws `/personalized` users
 uniformly from all users in random order, with the mixes' share of price and category
 filters and pages and the user's geo on 90 % of requests: mostly misses, as after a
-refresh. The result also reports each miss's server p50 over a hit's, miss RPS over the
+refresh. The result also reports each miss's server p50 over a hit's (at c=8, and at c=1
+where it is mostly the request's own work), miss RPS over the
 baseline, the list step of the refresh, and the recommendations DB's size with and
 without the precomputed lists.
 
@@ -899,7 +909,8 @@ def main(argv=None) -> int:
         for _ in range(args.repeats):
             forget_answers(env["RECOMMENDATIONS_REDIS_URL"], users["everyone"])
             record(MIXED_SCENARIO, MIXED_CONCURRENCY, timed_wrk(api, scripts[MIXED_SCENARIO], MIXED_CONCURRENCY, seconds))
-            record("baseline", MIXED_CONCURRENCY, run_wrk(baseline.url, scripts["baseline"], MIXED_CONCURRENCY, seconds))
+            record(MIXED_BASELINE, MIXED_CONCURRENCY,
+                   run_wrk(baseline.url, scripts["baseline"], MIXED_CONCURRENCY, seconds))
         redis_after = redis_memory(redis_server.url, users["everyone"])
         grid = {name: {conc: median_block(blocks) for conc, blocks in by_conc.items()} for name, by_conc in runs.items()}
         errors = sum(b["non2xx"] + b["socket_errors"] for by_conc in runs.values() for blocks in by_conc.values()
@@ -936,7 +947,8 @@ def main(argv=None) -> int:
         "api_worker_rss_mb": {"after_warmup": rss_warm, "after_load": rss_load, "max": max(rss_warm + rss_load)},
         "api_worker_pss_mb": {"after_load": pss_load},
         "errors": errors,
-        "repeats": {"baseline_and_hits": args.repeats, "misses_at_c8": args.repeats, "misses_elsewhere": 1},
+        "repeats": {"baseline_and_hits": args.repeats, "misses_at_c8": args.repeats, "misses_elsewhere": 1,
+                    MIXED_SCENARIO: args.repeats},
         "refresh": refresh_result,
         "recs_db": db_sizes(recs_url),
         "mixed_personalized": {**mixed_figures(grid), "redis_before": redis_before, "redis_after": redis_after},

@@ -76,7 +76,7 @@ def test_plans_times_custom_and_generic(tiny_env):
 
 def test_uncached_runs_put_back_the_hashes_they_deleted(redis_server):
     """The uncached_* scenarios delete their users' hashes; the scenarios after them must find
-    those hashes as the refresh left them (rows, stored lists, TTLs), not gone."""
+    those hashes as the refresh left them (rows, stored lists, expiries), not gone."""
     import redis
 
     from bench.run import recache, uncache
@@ -89,17 +89,67 @@ def test_uncached_runs_put_back_the_hashes_they_deleted(redis_server):
     client.expire(user_key(1), 500)
     client.hset(user_key(2), mapping={"v": "b", "l:u:x": b"b|row-2", "l:g:213:": b"b|list"})
     client.expire(user_key(2), 900)
+    client.hset(user_key(5), "v", "e")  # no expiry: none after either
     client.hset(user_key(4), "v", "d")  # not in the scenario: untouched
     client.expire(user_key(4), 300)
-    before = {u: client.hgetall(user_key(u)) for u in (1, 2)}
+    before = {u: client.hgetall(user_key(u)) for u in (1, 2, 5)}
 
-    saved = uncache(url, [(1, 213), (2, None), (3, 213)])  # user 3 has no hash
-    assert client.exists(user_key(1), user_key(2)) == 0 and client.exists(user_key(4)) == 1
-    assert len(saved) == 2
+    saved = uncache(url, [(1, 213), (2, None), (3, 213), (5, 2)])  # user 3 has no hash
+    assert client.exists(user_key(1), user_key(2), user_key(5)) == 0 and client.exists(user_key(4)) == 1
+    assert len(saved) == 3
     client.hset(user_key(1), mapping={"v": "a", "l:u:x": b"a|stored-by-the-run"})  # what the run stores
     recache(url, saved)
 
-    assert {u: client.hgetall(user_key(u)) for u in (1, 2)} == before
+    assert {u: client.hgetall(user_key(u)) for u in (1, 2, 5)} == before
     assert 400 < client.ttl(user_key(1)) <= 500 and 800 < client.ttl(user_key(2)) <= 900
-    assert client.exists(user_key(3)) == 0
+    assert client.ttl(user_key(5)) == -1 and client.exists(user_key(3)) == 0
     client.flushdb()
+
+
+def test_mixed_runs_start_without_the_users_stored_answers(redis_server):
+    """forget_answers drops a user's stored answers and nothing else: their row, version and
+    feedback stay, with the hash's expiry."""
+    import redis
+
+    from bench.run import forget_answers
+    from shared.cache import user_key, user_list_field, user_row_field
+
+    url = f"{redis_server.url}/12"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    gens = {"popular": "3", "profiles": "4", "similarities": "5", "lists": "3.4.5"}
+    row, answer = user_row_field(gens), user_list_field(gens, 213, "p=0-1000")
+    client.hset(user_key(1), mapping={"v": "a", "f": "1", "f:17": "l:99", row: b"a|row", answer: b"a|list",
+                                      user_list_field(gens, 2, ""): b"a|list-2"})
+    client.expire(user_key(1), 600)
+    client.hset(user_key(2), mapping={answer: b"b|list"})  # only answers: the hash goes
+    client.expire(user_key(2), 600)
+    client.hset(user_key(3), mapping={answer: b"c|list"})  # not in the run: untouched
+    client.expire(user_key(3), 600)
+
+    forget_answers(url, [(1, 213), (2, None), (4, 2)])  # user 4 has no hash
+
+    assert set(client.hkeys(user_key(1))) == {b"v", b"f", b"f:17", row.encode()}
+    assert 500 < client.ttl(user_key(1)) <= 600
+    assert client.exists(user_key(2)) == 0 and client.hkeys(user_key(3)) == [answer.encode()]
+    client.flushdb()
+
+
+def test_figures_read_results_with_and_without_the_newer_fields():
+    """BENCHMARKS.md is written from every preset's last results, some older than the newest
+    fields (the c=1 ratio, the mixed runs): each says what it has, with no empty clause."""
+    from bench.run import RESULTS, markdown, miss_figures
+
+    results = [json.loads((RESULTS / f"{preset}.json").read_text()) for preset in ("tiny", "default", "large")
+               if (RESULTS / f"{preset}.json").exists()]
+    assert results
+    for result in results:
+        text = markdown(result)
+        assert "()" not in text and ": ." not in text and "runs )" not in text
+    block = {"rps": 100.0, "server_p50_ms": 2.0}
+    at8 = {"baseline": {"rps": 200.0}, "hit_popular": {"rps": 180.0, "server_p50_ms": 1.0},
+           "hit_personalized": {"rps": 170.0, "server_p50_ms": 0.5},
+           **{f"miss_{a}": block for a in ("popular", "content_based", "collaborative")}}
+    figures = miss_figures(at8, {"miss_popular": {"server_p50_ms": 0.3}, "hit_popular": {"server_p50_ms": 0.2}})
+    assert figures["popular"] == {"server_p50_vs_hit": 2.0, "server_p50_vs_hit_c1": 1.5, "rps_vs_baseline": 0.5}
+    assert figures["content_based"]["server_p50_vs_hit"] == 4.0 and figures["content_based"]["server_p50_vs_hit_c1"] is None
