@@ -733,22 +733,30 @@ What the profile showed (2026-11, this 2-core machine):
   RPS, other tenants' services on it). The last `make bench` found 9 % of
   `mixed_personalized`'s users without their row: not evicted, but deleted by the
   `uncached_*` runs, which drop 60,000 users' hashes. Those runs now put the hashes
-  back as they were (DUMP / RESTORE), and `mixed_personalized` found every row. Its
-  single run still gave 0.52 of the baseline in one bench, while throwaway runs of the
-  same code on the same data gave 0.67-0.70 and five runs in a row on one server
-  2,932-3,360 RPS: it now runs three times, interleaved with the baseline at c=32,
-  each after its users' stored answers were dropped (rows kept), and reports the
-  median (3,233 / 3,170 / 3,117 RPS against a baseline median of 4,382). The miss
-  server p50 over a hit's at c=8 went 2.16 / 0.82 / 0.54 in one bench and 0.67 / 1.41
-  / 1.51 in the next, same code: at c=8 a request's server time is mostly the other
-  requests its worker runs meanwhile. It is now also reported at c=1, where it is the
-  request's own work (1.74 / 1.57 / 1.78). py-spy of one gevent worker under
-  `miss_collaborative`: the lookup `HMGET` 22 % of the samples (redis-py's reply
-  parsing 13 %), gunicorn's HTTP parsing 12 %, the answer 16 % (checking ids against
-  the catalogue's arrays 9 %), the store's pipeline 8 %, pydantic 4 %. What a miss adds
-  to a hit, the answer and the store, is 24 %, and no one part of it is over 9 %. A web worker's 69 MB RSS is 56 MB
-  anonymous memory and 12 MB of shared libraries; tracemalloc counts 32.5 MB of Python
-  allocations made by importing the app, 18 MB of them its modules' code objects.
+  back as they were (DUMP / RESTORE, with their expiries), and `mixed_personalized`
+  found every row. Its single run still gave 0.52 of the baseline in one bench, while
+  throwaway runs of the same code on the same data gave 0.67-0.70, and five runs in a
+  row on one server 2,932-3,360 RPS: it now runs three times, each after its users'
+  stored answers were dropped (rows kept), against three baseline runs interleaved
+  with them. Two benches of that code: 3,233 / 3,170 / 3,117 RPS against 4,681 / 4,382
+  / 4,472 (0.709), then 3,309 / 3,300 / 3,308 against 4,696 / 4,696 / 4,691 (0.705).
+  The miss server p50 over a hit's at c=8 went 2.16 / 0.82 / 0.54 (popular /
+  content-based / collaborative) in one bench and 0.67 / 1.41 / 1.51 in the next,
+  same code: at c=8 a request's server time is mostly the other requests its worker
+  runs meanwhile. It is now also reported at c=1, where it is mostly the request's own
+  work: 1.74 / 1.57 / 1.78, then 2.0 / 1.96 / 1.96 (a miss's p50 there is 0.38-0.45 ms,
+  a hit's 0.19-0.23, both as the access log writes them, to 10 us). Collaborative misses ran at
+  0.64, 0.60 (0.598) and 0.65 of the baseline in the three benches of this session.
+  py-spy of one gevent worker under `miss_collaborative`: the lookup `HMGET` 22 % of
+  the samples (redis-py's reply parsing 13 %), gunicorn's HTTP parsing 12 %, the answer
+  16 % (checking ids against the catalogue's arrays 9 %), the store's pipeline 8 %,
+  pydantic 4 %. What a miss adds to a hit, the answer and the store, is 24 %, and no
+  one part of it is over 9 %. A one-pass filter of a precomputed list (ids in, ids out,
+  no index list) made the filtered answer 6-7 % faster in-process (about 1 % of a
+  miss) and was a second copy of the filter: not kept. A web worker's 69 MB RSS is
+  56 MB anonymous memory and 12 MB of shared libraries; tracemalloc counts 32.5 MB of
+  Python allocations made by importing the app, 18 MB of them its modules' code
+  objects.
 """
 
 
