@@ -285,8 +285,8 @@ def _p50_ratio(miss: dict | None, hit: dict | None) -> float | None:
 
 def miss_figures(at8: dict, at1: dict | None = None) -> dict:
     """Per algorithm at c=8: miss server p50 over a hit's (same endpoint), and miss RPS over the bare
-    baseline; and the server p50 ratio at c=1 too, where a request's server time is its own
-    work (at c=8 it also waits for the requests its worker runs meanwhile)."""
+    baseline; and the server p50 ratio at c=1 too, where a request's server time is mostly its
+    own work (at c=8 it also waits for the requests its worker runs meanwhile)."""
     out = {}
     at1 = at1 or {}
     for algorithm, hit in (("popular", "hit_popular"), ("content_based", "hit_personalized"),
@@ -586,9 +586,10 @@ carries a never-repeating `price_from`, so it misses; the lists job caches every
 user's row, profile and precomputed list, in Redis ahead of requests, so the `miss_*`
 runs measure misses answered from it; in `cold_*` every request is another user's
 first since the refresh, and `uncached_*` runs the same users again with their hashes
-deleted (put back as they were after it), so each request reads the user's row from the DB, as when the preload's
-memory budget did not reach them or right after an event). Request mixes cover many
-segments, users from each interaction bucket, filters and pages. That tiny
+deleted (put back as they were after it), so each request reads the user's row from
+the DB, as when the preload's memory budget did not reach them or right after an
+event). Request mixes cover many segments, users from each interaction bucket, filters
+and pages. That tiny
 `price_from` holds every price, so a personal miss without other filters is answered
 from the user's precomputed list when its geo matches, and one with a price range or
 category filter from that list filtered in memory (then popular fill-in); the others
