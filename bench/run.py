@@ -334,7 +334,7 @@ def redis_memory(url: str, users: list) -> dict:
     sample = users[:2000]
     for user_id, _ in sample:
         pipe.hkeys(user_key(user_id))
-    with_row = sum(any(name.startswith(ROW_FIELD_PREFIX) for name in names) for names in pipe.execute())
+    with_row = sum(any(name.startswith(ROW_FIELD_PREFIX.encode()) for name in names) for names in pipe.execute())
     return {"used_mb": round(memory["used_memory"] / 2**20, 1), "maxmemory_mb": round(memory["maxmemory"] / 2**20, 1),
             "evicted_keys": stats["evicted_keys"], "keys": client.dbsize(),
             "rows_cached_share": round(with_row / len(sample), 3) if sample else None}
@@ -422,6 +422,12 @@ def request_mixes(users: dict, seed_value: int = 7) -> dict:
     } | {name: personal(name, True) for name in COLD_SCENARIOS if users.get(name)}  # none on tiny: too few users
 
 
+def _parts(items: list, size: int = 1000):
+    """items in slices of `size`: one pipeline each, so no reply grows without bound."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 def uncache(redis_url: str, users: list) -> list:
     """Delete these users' hashes in the bench's own Redis: their next request reads their row
     from the DB. Returns what was deleted (each hash's DUMP and its expiry: a Unix time in ms,
@@ -429,10 +435,8 @@ def uncache(redis_url: str, users: list) -> list:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    keys = [user_key(user_id) for user_id, _ in users]
     saved = []
-    for start in range(0, len(keys), 1000):
-        part = keys[start:start + 1000]
+    for part in _parts([user_key(user_id) for user_id, _ in users]):
         pipe = client.pipeline(transaction=False)
         for key in part:
             pipe.dump(key)
@@ -453,9 +457,9 @@ def recache(redis_url: str, saved: list) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    for start in range(0, len(saved), 1000):
+    for part in _parts(saved):
         pipe = client.pipeline(transaction=False)
-        for key, dumped, expire_at_ms in saved[start:start + 1000]:
+        for key, dumped, expire_at_ms in part:
             pipe.restore(key, expire_at_ms, dumped, replace=True, absttl=True)
         pipe.execute()  # an expiry already past: Redis answers OK and deletes the key
 
@@ -466,9 +470,7 @@ def forget_answers(redis_url: str, users: list) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    keys = [user_key(user_id) for user_id, _ in users]
-    for start in range(0, len(keys), 1000):
-        part = keys[start:start + 1000]
+    for part in _parts([user_key(user_id) for user_id, _ in users]):
         pipe = client.pipeline(transaction=False)
         for key in part:
             pipe.hkeys(key)

@@ -235,12 +235,12 @@ def lists_current(gens: dict | None) -> bool:
 
 # A user's hash: their stored answers' and their row's field prefixes (the row's starts with
 # the answers': the Lua scripts above tell them apart the same way, with string.sub).
-LIST_FIELD_PREFIX, ROW_FIELD_PREFIX = b"l:", b"l:u:"
+LIST_FIELD_PREFIX, ROW_FIELD_PREFIX = "l:", "l:u:"
 
 
 def user_list_field(gens: dict, geo_id: int, filters_key: str) -> str:
     # No lists generation: an answer from a precomputed list equals the computed one.
-    return f"l:{basis(gens)}:{geo_id}:{filters_key}"
+    return f"{LIST_FIELD_PREFIX}{basis(gens)}:{geo_id}:{filters_key}"
 
 
 @lru_cache(maxsize=16)
@@ -253,13 +253,13 @@ def user_row_field(gens: dict) -> str:
     the profiles and with the lists swapped in (and the live sync, which sets a new version).
     Named by a 16-character digest of those generations, not the 80 characters they take:
     the preload puts one in every user's hash (workers/preload.py)."""
-    return f"{ROW_FIELD_PREFIX.decode()}{_row_tag(gens['profiles'], gens.get('lists'))}"
+    return f"{ROW_FIELD_PREFIX}{_row_tag(gens['profiles'], gens.get('lists'))}"
 
 
 def stored_answer(field: bytes) -> bool:
     """Whether a field of a user's hash is a stored /personalized answer (user_list_field),
     not their row (user_row_field), version or feedback."""
-    return field.startswith(LIST_FIELD_PREFIX) and not field.startswith(ROW_FIELD_PREFIX)
+    return field.startswith(LIST_FIELD_PREFIX.encode()) and not field.startswith(ROW_FIELD_PREFIX.encode())
 
 
 class UserSlot(NamedTuple):
